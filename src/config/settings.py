@@ -1,0 +1,177 @@
+"""pydantic-settings models for the engine, sampling, token budget and queue.
+
+Nested groups are overridden from the environment with ``STRUCTSUM_<GROUP>__<KEY>``
+(e.g. ``STRUCTSUM_ENGINE__MAX_MODEL_LEN=2048``) or from a TOML file named by
+``STRUCTSUM_SETTINGS_FILE``. Defaults are sized for a 2-core CPU box running the
+bundled 135M model; a GPU deployment overrides the engine group.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+StructuredBackend = Literal["auto", "xgrammar", "guidance", "outlines", "lm-format-enforcer"]
+
+
+class EngineSettings(BaseModel):
+    """How the vLLM engine is built. One engine per process, built once."""
+
+    model: str | None = Field(
+        default=None,
+        description="HF folder or name; None means the bundled SmolLM2-135M-Instruct",
+    )
+    tokenizer: str | None = None
+    dtype: str = "bfloat16"
+    quantization: str | None = None
+    load_format: str = "auto"
+    max_model_len: int = Field(default=4096, ge=256)
+    gpu_memory_utilization: float = Field(default=0.5, gt=0.0, le=1.0)
+    kv_cache_space_gib: float = Field(
+        default=2.0,
+        ge=0.0,
+        description="KV cache size (what VLLM_CPU_KVCACHE_SPACE sets on CPU builds); "
+        "0 lets vLLM size it from gpu_memory_utilization (GPU deployments)",
+    )
+    kv_cache_dtype: str = "auto"
+    max_num_seqs: int = Field(default=16, ge=1)
+    max_num_batched_tokens: int | None = None
+    enable_prefix_caching: bool = True
+    enable_chunked_prefill: bool | None = None
+    enforce_eager: bool = False
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    structured_output_backend: StructuredBackend = "xgrammar"
+    disable_any_whitespace: bool = Field(
+        default=False,
+        description="forbid free whitespace between JSON tokens in the grammar "
+        "(shorter outputs; measured slower with capped schemas on GPU)",
+    )
+    speculative_config: dict[str, Any] | None = Field(
+        default=None, description="passed to vLLM as is, e.g. {method: ngram, ...}"
+    )
+    seed: int = Field(
+        default=0,
+        description="engine seed; per-request seeds kill vllm-cpu 0.32, so the engine is seeded",
+    )
+
+
+class SamplingSettings(BaseModel):
+    """Sampling for one task. Summary retries override the temperature per attempt."""
+
+    temperature: float = Field(default=0.7, ge=0.0)
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    top_k: int = Field(default=-1, description="-1 disables top-k")
+    repetition_penalty: float = Field(default=1.05, gt=0.0)
+    presence_penalty: float = 0.0
+    max_tokens: int = Field(default=768, ge=1)
+    stop: list[str] = Field(default_factory=list)
+    skip_special_tokens: bool = True
+
+
+class TaskSampling(BaseModel):
+    enhancement: SamplingSettings = SamplingSettings(
+        temperature=0.2, repetition_penalty=1.1, max_tokens=1024
+    )
+    summary: SamplingSettings = SamplingSettings()
+
+
+class BudgetSettings(BaseModel):
+    """Token budget: max_tokens = min(output_reserve, max_model_len - input - margin)."""
+
+    output_reserve: int = Field(default=768, ge=1)
+    safety_margin: int = Field(default=32, ge=0)
+    min_output_tokens: int = Field(default=128, ge=1)
+    chunk_overlap_tokens: int = Field(default=64, ge=0)
+    max_chunks: int = Field(default=8, ge=1)
+    max_input_chars: int = Field(
+        default=400_000, ge=1, description="hard limit; longer text is refused, not chunked"
+    )
+
+
+class QueueSettings(BaseModel):
+    """Celery over Redis. See README for the visibility timeout trade-off."""
+
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    result_backend: str | None = Field(default=None, description="None: same as broker_url")
+    key_prefix: str = Field(default="", description="Redis key/queue prefix, for sharing a DB")
+    queue_name: str = "structsum"
+    result_expires_s: int = Field(default=86_400, ge=1)
+    soft_time_limit_s: int = Field(default=600, ge=1)
+    time_limit_s: int = Field(default=660, ge=1)
+    visibility_timeout_s: int = Field(
+        default=3600,
+        ge=1,
+        description="after this long an unacked job (killed worker) is delivered again; "
+        "must exceed the longest job",
+    )
+    worker_concurrency: int = Field(
+        default=16, ge=1, description="threads per worker sharing one engine (≈ max_num_seqs)"
+    )
+    prefetch_multiplier: int = Field(default=1, ge=1)
+    metrics_port: int | None = Field(default=9464, description="Prometheus port; None = off")
+    stats_interval_s: float = Field(default=30.0, gt=0)
+
+    @property
+    def backend_url(self) -> str:
+        return self.result_backend or self.broker_url
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="STRUCTSUM_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        toml_file=None,
+    )
+
+    engine: EngineSettings = EngineSettings()
+    sampling: TaskSampling = TaskSampling()
+    budget: BudgetSettings = BudgetSettings()
+    queue: QueueSettings = QueueSettings()
+    templates_dir: Path = REPO_ROOT / "schemas"
+    cache_dir: Path = Field(
+        default_factory=lambda: Path(
+            os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")
+        )
+        / "structsum",
+        description="converted models live here",
+    )
+    log_level: str = "INFO"
+
+    @field_validator("templates_dir", "cache_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return Path(value).expanduser()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        settings_file = os.environ.get("STRUCTSUM_SETTINGS_FILE")
+        if settings_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(settings_file)))
+        return tuple(sources)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once; processors receive them as arguments."""
+    return Settings()

