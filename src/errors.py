@@ -159,3 +159,9 @@ class ResultTimeout(StructsumError):
 
     retryable = True
     hint = "wait longer, or check that a worker is running (`structsum stats`)"
+
+
+class TaskFailed(StructsumError):
+    """A queued job failed with an unexpected error (a worker bug or crash), not a typed one."""
+
+    hint = "check the worker log for the traceback of this task id"
