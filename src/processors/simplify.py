@@ -1,0 +1,396 @@
+"""Turn a template's full JSON Schema into the schema (or regex) the decoder is guided by.
+
+The full schema always validates the result; the decoding schema is a performance
+and robustness choice (DESIGN.md §5). So each step below is either *loosening*
+(dropping a keyword the backend rejects or that makes decoding slow, which can
+never reject output the full schema accepts) or a *listed restriction* (caps,
+``additionalProperties: false``, ``required``), recorded in
+``SimplifiedSchema.restrictions`` so a caller - and the property tests - can tell
+why an output the full schema accepts would not be produced.
+
+Every step is a small pure function ``schema -> (schema, changes)``; none mutates
+its input, and running the pipeline twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+from structsum.errors import SchemaInvalid
+from structsum.processors.policy import SimplifyPolicy
+
+Schema = dict[str, Any]
+NodeFn = Callable[[Schema, str], tuple[Schema, list["Change"]]]
+
+# Where a JSON Schema (draft 2020-12, plus draft-7 ``definitions``) nests subschemas.
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+_SCHEMA_SINGLE = (
+    "items",
+    "additionalProperties",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+    "contains",
+    "propertyNames",
+    "not",
+    "if",
+    "then",
+    "else",
+    "contentSchema",
+)
+_SCHEMA_LISTS = ("prefixItems", "allOf", "anyOf", "oneOf")
+_LENGTH_BOUNDS = ("minLength", "maxLength")
+
+
+@dataclass(frozen=True)
+class Change:
+    """One edit of the decoding schema, at a location written like ``$.properties.tags``."""
+
+    action: str
+    keyword: str
+    location: str
+    detail: str = ""
+    restrictive: bool = False
+
+    def __str__(self) -> str:
+        detail = f" {self.detail}" if self.detail else ""
+        return f"{self.action} {self.keyword}{detail} at {self.location}"
+
+
+@dataclass(frozen=True)
+class SimplifiedSchema:
+    """What the decoder is guided by, and how it differs from the full schema.
+
+    ``schema`` is the simplified schema in the ``json_schema`` and ``regex`` modes
+    (in ``regex`` mode the decoder is guided by ``regex``, built from it); both are
+    None in the ``json_object`` and ``none`` modes. Callers pick the guide by ``mode``.
+    """
+
+    mode: str
+    schema: Schema | None
+    regex: str | None
+    changes: list[str]
+    # (keyword, location) pairs where decoding is stricter than the full schema.
+    restrictions: frozenset[tuple[str, str]] = field(default=frozenset())
+
+
+# --- walking ----------------------------------------------------------------------------
+
+
+def _walk(node: Any, fn: NodeFn, path: str, changes: list[Change]) -> Any:
+    """Apply ``fn`` to every schema object, parents before children, returning new objects.
+
+    Parents first so that a dropped subtree (``not``, ``if``) is not walked at all.
+    Boolean schemas and non-schema values are returned as they are.
+    """
+    if not isinstance(node, dict):
+        return node
+    node, own = fn(dict(node), path)
+    changes.extend(own)
+    out: Schema = {}
+    for key, value in node.items():
+        if key in _SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {
+                name: _walk(sub, fn, f"{path}.{key}.{name}", changes) for name, sub in value.items()
+            }
+        elif key in _SCHEMA_SINGLE and isinstance(value, dict):
+            out[key] = _walk(value, fn, f"{path}.{key}", changes)
+        elif key in (*_SCHEMA_LISTS, "items") and isinstance(value, list):
+            out[key] = [
+                _walk(sub, fn, f"{path}.{key}[{i}]", changes) for i, sub in enumerate(value)
+            ]
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _apply(schema: Schema, fn: NodeFn) -> tuple[Schema, list[Change]]:
+    changes: list[Change] = []
+    return _walk(schema, fn, "$", changes), changes
+
+
+def _types(node: Schema) -> set[str]:
+    declared = node.get("type")
+    if isinstance(declared, str):
+        return {declared}
+    if isinstance(declared, list):
+        return {t for t in declared if isinstance(t, str)}
+    return set()
+
+
+def _is_array(node: Schema) -> bool:
+    types = _types(node)
+    return "array" in types or (not types and ("items" in node or "prefixItems" in node))
+
+
+def _is_string(node: Schema) -> bool:
+    return "string" in _types(node)
+
+
+def _is_object_with_properties(node: Schema) -> bool:
+    types = _types(node)
+    return isinstance(node.get("properties"), dict) and (not types or "object" in types)
+
+
+# --- transformations --------------------------------------------------------------------
+
+
+def inline_refs(schema: Schema) -> tuple[Schema, list[Change]]:
+    """Replace every local ``$ref`` by its target and remove the then unused ``$defs``.
+
+    Some backends handle ``$ref`` poorly and every later step must see the real
+    subschema to cap it. Only JSON-pointer references into the same document are
+    inlined; a remote reference or a recursive one raises ``SchemaInvalid``
+    (recursion cannot be inlined: set ``inline_refs = false`` for such schemas).
+    """
+    changes: list[Change] = []
+    body = {k: v for k, v in schema.items() if k not in ("$defs", "definitions")}
+    if not _contains_ref(body):
+        return copy.deepcopy(schema), []
+
+    def resolve(ref: str, location: str, stack: tuple[str, ...]) -> Any:
+        if not ref.startswith("#"):
+            raise SchemaInvalid(f"remote $ref {ref!r} at {location} is not allowed", {"ref": ref})
+        if ref != "#" and not ref.startswith("#/"):
+            raise SchemaInvalid(
+                f"$ref {ref!r} at {location} is an anchor; only JSON-pointer refs ('#/...') "
+                "can be inlined",
+                {"ref": ref},
+            )
+        if ref in stack:
+            raise SchemaInvalid(
+                f"recursive $ref {ref!r} at {location} cannot be inlined; "
+                "set [simplify] inline_refs = false in policy.toml",
+                {"ref": ref, "chain": list(stack)},
+            )
+        return expand(_pointer(schema, ref, location), location, (*stack, ref))
+
+    def expand(node: Any, location: str, stack: tuple[str, ...]) -> Any:
+        if isinstance(node, list):
+            return [expand(item, f"{location}[{i}]", stack) for i, item in enumerate(node)]
+        if not isinstance(node, dict):
+            return node
+        if "$dynamicRef" in node:
+            raise SchemaInvalid(f"$dynamicRef at {location} is not supported", {})
+        if "$ref" in node and isinstance(node["$ref"], str):
+            ref = node["$ref"]
+            target = resolve(ref, location, stack)
+            siblings = {
+                k: expand(v, f"{location}.{k}", stack) for k, v in node.items() if k != "$ref"
+            }
+            changes.append(Change("inlined", "$ref", location, repr(ref)))
+            if not isinstance(target, dict):
+                # A boolean target; keep draft 2020-12 semantics (siblings AND target).
+                return {**siblings, "allOf": [*siblings.get("allOf", []), target]}
+            if set(siblings) & set(target):
+                return {**siblings, "allOf": [*siblings.get("allOf", []), target]}
+            return {**target, **siblings}
+        return {k: expand(v, f"{location}.{k}", stack) for k, v in node.items()}
+
+    out = expand(body, "$", ())
+    for defs in ("$defs", "definitions"):
+        if defs in schema:
+            changes.append(Change("removed", defs, "$", "(inlined)"))
+    return out, changes
+
+
+def _contains_ref(node: Any) -> bool:
+    if isinstance(node, dict):
+        return (
+            "$ref" in node or "$dynamicRef" in node or any(_contains_ref(v) for v in node.values())
+        )
+    if isinstance(node, list):
+        return any(_contains_ref(v) for v in node)
+    return False
+
+
+def _pointer(document: Schema, ref: str, location: str) -> Any:
+    node: Any = document
+    for raw in ref[2:].split("/") if ref != "#" else []:
+        token = unquote(raw).replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and token in node:
+            node = node[token]
+        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+            node = node[int(token)]
+        else:
+            raise SchemaInvalid(f"$ref {ref!r} at {location} points at nothing", {"ref": ref})
+    return node
+
+
+def drop_keywords(schema: Schema, keywords: Iterable[str]) -> tuple[Schema, list[Change]]:
+    """Remove the listed keywords from every subschema (loosening only; see policy)."""
+    wanted = tuple(keywords)
+
+    def fn(node: Schema, path: str) -> tuple[Schema, list[Change]]:
+        found = [k for k in wanted if k in node]
+        for k in found:
+            del node[k]
+        return node, [Change("dropped", k, path) for k in found]
+
+    return _apply(schema, fn)
+
+
+def unbound_pattern_strings(schema: Schema) -> tuple[Schema, list[Change]]:
+    """Drop length bounds from strings that keep a ``pattern`` or ``format``.
+
+    xgrammar cannot combine the two (vLLM refuses such a schema); the pattern or
+    format already shapes the string, and the full schema still checks the length.
+    """
+
+    def fn(node: Schema, path: str) -> tuple[Schema, list[Change]]:
+        if not ("pattern" in node or "format" in node):
+            return node, []
+        found = [k for k in _LENGTH_BOUNDS if k in node]
+        for k in found:
+            del node[k]
+        return node, [Change("dropped", k, path, "(kept pattern/format)") for k in found]
+
+    return _apply(schema, fn)
+
+
+def additional_properties_false(schema: Schema) -> tuple[Schema, list[Change]]:
+    """Forbid unlisted keys on objects that list properties and say nothing about others.
+
+    Skipped where ``allOf`` composes objects: a branch with ``additionalProperties:
+    false`` would reject the keys its sibling branches define.
+    """
+
+    def fn(node: Schema, path: str) -> tuple[Schema, list[Change]]:
+        if (
+            not _is_object_with_properties(node)
+            or any(k in node for k in ("additionalProperties", "patternProperties"))
+            or any(k in node for k in ("unevaluatedProperties", "allOf"))
+            or path.rsplit(".", 1)[-1].startswith("allOf[")
+        ):
+            return node, []
+        node["additionalProperties"] = False
+        return node, [Change("set", "additionalProperties", path, "false", restrictive=True)]
+
+    return _apply(schema, fn)
+
+
+def require_all(schema: Schema) -> tuple[Schema, list[Change]]:
+    """Make every listed property required, so a small model cannot skip fields."""
+
+    def fn(node: Schema, path: str) -> tuple[Schema, list[Change]]:
+        if not _is_object_with_properties(node):
+            return node, []
+        required = list(node.get("required", []))
+        missing = [name for name in node["properties"] if name not in required]
+        if not missing:
+            return node, []
+        node["required"] = required + missing
+        return node, [Change("required", "required", path, f"{missing}", restrictive=True)]
+
+    return _apply(schema, fn)
+
+
+def _cap(node: Schema, path: str, keyword: str, floor_keyword: str, limit: int) -> list[Change]:
+    # Never below the schema's own lower bound: that would make the schema unsatisfiable.
+    cap = max(limit, int(node.get(floor_keyword, 0)))
+    current = node.get(keyword)
+    if current is None:
+        node[keyword] = cap
+        return [Change("added", keyword, path, str(cap), restrictive=True)]
+    if current > cap:
+        node[keyword] = cap
+        return [Change("tightened", keyword, path, f"{current} -> {cap}", restrictive=True)]
+    return []
+
+
+def cap_items(schema: Schema, max_items: int) -> tuple[Schema, list[Change]]:
+    """Add or tighten ``maxItems`` on every array so a looping model must stop."""
+
+    def fn(node: Schema, path: str) -> tuple[Schema, list[Change]]:
+        if not _is_array(node):
+            return node, []
+        return node, _cap(node, path, "maxItems", "minItems", max_items)
+
+    return _apply(schema, fn)
+
+
+def cap_strings(schema: Schema, max_length: int) -> tuple[Schema, list[Change]]:
+    """Add or tighten ``maxLength`` on every free string so a looping model must stop.
+
+    Strings with ``enum``/``const`` are already bounded; strings that keep a
+    ``pattern``/``format`` are left alone (xgrammar cannot combine them with lengths).
+    """
+
+    def fn(node: Schema, path: str) -> tuple[Schema, list[Change]]:
+        if not _is_string(node) or any(k in node for k in ("enum", "const", "pattern", "format")):
+            return node, []
+        return node, _cap(node, path, "maxLength", "minLength", max_length)
+
+    return _apply(schema, fn)
+
+
+def strip_caps(schema: Schema) -> tuple[Schema, list[Change]]:
+    """Remove ``maxItems``/``maxLength`` from the grammar (the GPU fast path, DESIGN.md §5)."""
+
+    def fn(node: Schema, path: str) -> tuple[Schema, list[Change]]:
+        found = [k for k in ("maxItems", "maxLength") if k in node]
+        removed = [Change("removed", k, path, str(node.pop(k))) for k in found]
+        return node, removed
+
+    return _apply(schema, fn)
+
+
+# --- the pipeline -----------------------------------------------------------------------
+
+
+def _steps(policy: SimplifyPolicy) -> Sequence[Callable[[Schema], tuple[Schema, list[Change]]]]:
+    steps: list[Callable[[Schema], tuple[Schema, list[Change]]]] = []
+    if policy.inline_refs:
+        steps.append(inline_refs)
+    if policy.drop_keywords:
+        steps.append(lambda s: drop_keywords(s, policy.drop_keywords))
+    steps.append(unbound_pattern_strings)
+    if policy.additional_properties_false:
+        steps.append(additional_properties_false)
+    if policy.require_all:
+        steps.append(require_all)
+    if policy.max_items is not None:
+        max_items = policy.max_items
+        steps.append(lambda s: cap_items(s, max_items))
+    if policy.max_string_length is not None:
+        max_length = policy.max_string_length
+        steps.append(lambda s: cap_strings(s, max_length))
+    if policy.strip_caps:
+        steps.append(strip_caps)
+    return steps
+
+
+def build_regex(schema: Schema) -> str:
+    """The outlines regex equivalent to ``schema`` (for ``mode = "regex"``)."""
+    from outlines_core.json_schema import build_regex_from_schema
+
+    try:
+        return str(build_regex_from_schema(json.dumps(schema)))
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise SchemaInvalid(f"outlines cannot build a regex from the schema: {exc}", {}) from exc
+
+
+def simplify_schema(schema: Schema, policy: SimplifyPolicy) -> SimplifiedSchema:
+    """Run the policy's steps over a copy of ``schema``; the input is never modified."""
+    if policy.mode == "none":
+        return SimplifiedSchema("none", None, None, ["unguided: decoding is not constrained"])
+    if policy.mode == "json_object":
+        return SimplifiedSchema("json_object", None, None, ["decoding only requires a JSON object"])
+    current: Schema = copy.deepcopy(schema)
+    changes: list[Change] = []
+    for step in _steps(policy):
+        current, made = step(current)
+        changes.extend(made)
+    restrictions = frozenset((c.keyword, c.location) for c in changes if c.restrictive)
+    regex = build_regex(current) if policy.mode == "regex" else None
+    return SimplifiedSchema(
+        policy.mode,
+        current,
+        regex,
+        [str(c) for c in changes],
+        restrictions,
+    )

@@ -1,0 +1,443 @@
+"""Templates as data: ``schemas/<id>/{schema.json, prompt.jinja, example.json, policy.toml}``.
+
+Loading checks everything a template author can get wrong, once, and raises a
+typed error that names the template and the file: the schema must be a valid
+draft 2020-12 schema with no remote ``$ref`` and bounded patterns, the example
+must validate, the policy must have only known keys, the prompt must render
+(in Jinja's sandbox) and the decoding schema must be derivable under the policy.
+Loaded templates are cached until one of their files changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from pydantic import ValidationError
+from structsum.errors import (
+    ExampleInvalid,
+    PromptRenderError,
+    SchemaInvalid,
+    TemplateInvalid,
+    TemplateNotFound,
+)
+from structsum.processors.policy import Policy
+from structsum.processors.simplify import SimplifiedSchema, simplify_schema
+
+SCHEMA_FILE = "schema.json"
+PROMPT_FILE = "prompt.jinja"
+EXAMPLE_FILE = "example.json"
+POLICY_FILE = "policy.toml"
+REQUIRED_FILES = (SCHEMA_FILE, PROMPT_FILE, EXAMPLE_FILE)
+
+DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
+# Template ids are directory names; anything else (separators, "..") could escape the dir.
+_TEMPLATE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+# A schema `pattern` runs on untrusted model output inside the worker (Python `re`
+# backtracks); long patterns are where catastrophic backtracking hides.
+MAX_PATTERN_CHARS = 256
+# Validation messages go back into retry prompts and logs; a message that quotes a
+# whole runaway string would crowd out the text.
+MAX_ERROR_CHARS = 240
+# Reserved prompt variables; a request variable may not shadow them.
+RESERVED_VARIABLES = frozenset({"text", "schema", "example", "language"})
+# Rendering a prompt at load time proves it renders; this stands in for the text.
+_SAMPLE_TEXT = "Alice: we ship on Friday. Bob: I will write the release notes."
+
+_jinja = SandboxedEnvironment(
+    undefined=jinja2.StrictUndefined,
+    autoescape=False,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=False,
+)
+# What a sandboxed render can raise from template code (filters, arithmetic, lookups).
+_RENDER_ERRORS = (jinja2.TemplateError, TypeError, ValueError, ArithmeticError, LookupError)
+
+
+@dataclass(frozen=True, eq=False)
+class Template:
+    """A loaded, checked template. Identity equality: the dicts inside are not hashable."""
+
+    id: str
+    path: Path
+    schema: dict[str, Any]
+    example: dict[str, Any]
+    prompt_source: str
+    policy: Policy
+    schema_sha256: str
+
+    @cached_property
+    def decoding(self) -> SimplifiedSchema:
+        """The schema/regex the decoder is guided by under this template's policy."""
+        return simplify_schema(self.schema, self.policy.simplify)
+
+    @cached_property
+    def compiled_prompt(self) -> jinja2.Template:
+        return _compile_prompt(self.prompt_source, str(self.path / PROMPT_FILE), self.id)
+
+    @cached_property
+    def schema_json(self) -> str:
+        return json.dumps(self.schema, indent=2, ensure_ascii=False)
+
+    @cached_property
+    def example_json(self) -> str:
+        # One line: a small model copies the example's layout, and indentation is output
+        # tokens it spends on whitespace.
+        return json.dumps(self.example, ensure_ascii=False)
+
+
+# --- hashing and validation -------------------------------------------------------------
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def schema_sha256(schema: dict[str, Any]) -> str:
+    """Stable id of a schema: sha256 of its canonical JSON (same across processes)."""
+    return hashlib.sha256(canonical_json(schema).encode("utf-8")).hexdigest()
+
+
+@lru_cache(maxsize=128)
+def _validator(canonical: str) -> Draft202012Validator:
+    return Draft202012Validator(
+        json.loads(canonical), format_checker=Draft202012Validator.FORMAT_CHECKER
+    )
+
+
+def json_path(parts: Iterator[str | int] | Any) -> str:
+    """``['a', 0, 'b']`` -> ``$.a[0].b`` (the notation of errors and simplifier changes)."""
+    out = "$"
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def _shorten(message: str) -> str:
+    if len(message) <= MAX_ERROR_CHARS:
+        return message
+    half = MAX_ERROR_CHARS // 2
+    return f"{message[:half]} ... {message[-half:]}"
+
+
+def validate_instance(schema: dict[str, Any], instance: object) -> list[str]:
+    """Errors of ``instance`` under the full ``schema`` (draft 2020-12, formats checked).
+
+    Returns readable ``"$.path: message"`` strings, sorted by path; ``[]`` when valid.
+    """
+    errors = _validator(canonical_json(schema)).iter_errors(instance)
+    rendered = {f"{json_path(e.absolute_path)}: {_shorten(e.message)}" for e in errors}
+    return sorted(rendered)
+
+
+# --- loading ----------------------------------------------------------------------------
+
+
+def list_templates(templates_dir: Path) -> list[str]:
+    """Ids of the template directories under ``templates_dir`` (hidden ones skipped)."""
+    if not templates_dir.is_dir():
+        return []
+    return sorted(
+        p.name for p in templates_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
+    )
+
+
+_cache: dict[tuple[Path, str], tuple[tuple[float | None, ...], Template]] = {}
+_cache_lock = threading.Lock()
+
+
+def _mtimes(directory: Path) -> tuple[float | None, ...]:
+    stamps: list[float | None] = []
+    for name in (*REQUIRED_FILES, POLICY_FILE):
+        try:
+            stamps.append((directory / name).stat().st_mtime_ns)
+        except FileNotFoundError:
+            stamps.append(None)
+    return tuple(stamps)
+
+
+def template_dir(templates_dir: Path, template_id: str) -> Path:
+    """The directory of ``template_id``; refuses ids that are not plain directory names."""
+    if not _TEMPLATE_ID.match(template_id) or template_id in (".", ".."):
+        raise TemplateNotFound(
+            f"template id {template_id!r} is not a valid id (letters, digits, _ . -)",
+            {"template_id": template_id},
+        )
+    directory = templates_dir / template_id
+    if not directory.is_dir():
+        raise TemplateNotFound(
+            f"unknown template {template_id!r} (no directory {directory})",
+            {"template_id": template_id, "templates_dir": str(templates_dir)},
+        )
+    return directory
+
+
+def load_template(templates_dir: Path, template_id: str) -> Template:
+    """Load and check a template; cached until one of its files changes."""
+    directory = template_dir(templates_dir, template_id)
+    key = (directory.resolve(), template_id)
+    stamps = _mtimes(directory)
+    with _cache_lock:
+        hit = _cache.get(key)
+    if hit is not None and hit[0] == stamps:
+        return hit[1]
+    template = _load(directory, template_id)
+    with _cache_lock:
+        _cache[key] = (stamps, template)
+    return template
+
+
+def _load(directory: Path, template_id: str) -> Template:
+    def where(name: str) -> str:
+        return f"template {template_id!r}: {directory / name}"
+
+    for name in REQUIRED_FILES:
+        if not (directory / name).is_file():
+            raise TemplateInvalid(
+                f"{where(name)}: missing file", {"template_id": template_id, "file": name}
+            )
+
+    schema = _load_schema(directory / SCHEMA_FILE, where(SCHEMA_FILE), template_id)
+    policy = _load_policy(directory / POLICY_FILE, where(POLICY_FILE), template_id)
+    example = _load_example(directory / EXAMPLE_FILE, where(EXAMPLE_FILE), template_id, schema)
+    prompt_source = _read(directory / PROMPT_FILE, where(PROMPT_FILE), template_id)
+    _compile_prompt(prompt_source, where(PROMPT_FILE), template_id)
+
+    template = Template(
+        id=template_id,
+        path=directory,
+        schema=schema,
+        example=example,
+        prompt_source=prompt_source,
+        policy=policy,
+        schema_sha256=schema_sha256(schema),
+    )
+    try:
+        decoding = template.decoding
+    except SchemaInvalid as exc:
+        raise SchemaInvalid(
+            f"{where(SCHEMA_FILE)}: cannot simplify under policy.toml: {exc.message}",
+            {"template_id": template_id, **exc.details},
+        ) from exc
+    if decoding.schema is not None:
+        try:
+            Draft202012Validator.check_schema(decoding.schema)
+        except SchemaError as exc:
+            raise SchemaInvalid(
+                f"{where(SCHEMA_FILE)}: simplified schema is invalid: {exc.message}",
+                {"template_id": template_id},
+            ) from exc
+    try:
+        render_prompt(template, text=_SAMPLE_TEXT, language=None, variables={})
+    except PromptRenderError as exc:
+        raise PromptRenderError(
+            f"{where(PROMPT_FILE)}: fails to render with a sample text: {exc.message}",
+            {"template_id": template_id},
+        ) from exc
+    return template
+
+
+def _read(path: Path, where: str, template_id: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TemplateInvalid(
+            f"{where}: cannot read: {exc}", {"template_id": template_id, "file": path.name}
+        ) from exc
+
+
+def _load_schema(path: Path, where: str, template_id: str) -> dict[str, Any]:
+    details = {"template_id": template_id, "file": path.name}
+    try:
+        schema = json.loads(_read(path, where, template_id))
+    except json.JSONDecodeError as exc:
+        raise SchemaInvalid(f"{where}: not valid JSON: {exc}", details) from exc
+    if not isinstance(schema, dict):
+        raise SchemaInvalid(f"{where}: the schema must be a JSON object", details)
+    declared = schema.get("$schema")
+    if declared is not None and declared.rstrip("#") != DRAFT_2020_12:
+        raise SchemaInvalid(
+            f"{where}: $schema is {declared!r}; templates use draft 2020-12 ({DRAFT_2020_12})",
+            details,
+        )
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        raise SchemaInvalid(
+            f"{where}: not a valid JSON Schema: {exc.message} at {json_path(exc.absolute_path)}",
+            details,
+        ) from exc
+    for location, ref in _refs(schema, "$"):
+        if not ref.startswith("#"):
+            raise SchemaInvalid(
+                f"{where}: remote $ref {ref!r} at {location} is not allowed (only '#...')",
+                {**details, "ref": ref},
+            )
+    for location, pattern in _patterns(schema, "$"):
+        if len(pattern) > MAX_PATTERN_CHARS:
+            raise SchemaInvalid(
+                f"{where}: pattern at {location} is {len(pattern)} characters, "
+                f"over the bound of {MAX_PATTERN_CHARS}",
+                details,
+            )
+    return schema
+
+
+def _refs(node: Any, location: str) -> Iterator[tuple[str, str]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("$ref", "$dynamicRef") and isinstance(value, str):
+                yield location, value
+            else:
+                yield from _refs(value, f"{location}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _refs(value, f"{location}[{i}]")
+
+
+def _patterns(node: Any, location: str) -> Iterator[tuple[str, str]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "pattern" and isinstance(value, str):
+                yield location, value
+            elif key == "patternProperties" and isinstance(value, dict):
+                for pattern, sub in value.items():
+                    yield f"{location}.patternProperties", pattern
+                    yield from _patterns(sub, f"{location}.patternProperties.{pattern}")
+                continue
+            if isinstance(value, dict | list):
+                yield from _patterns(value, f"{location}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _patterns(value, f"{location}[{i}]")
+
+
+def _load_policy(path: Path, where: str, template_id: str) -> Policy:
+    if not path.is_file():
+        return Policy()
+    details = {"template_id": template_id, "file": path.name}
+    try:
+        raw = tomllib.loads(_read(path, where, template_id))
+    except tomllib.TOMLDecodeError as exc:
+        raise TemplateInvalid(f"{where}: not valid TOML: {exc}", details) from exc
+    try:
+        return Policy.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(_policy_problem(e) for e in exc.errors())
+        raise TemplateInvalid(f"{where}: {problems}", details) from exc
+
+
+def _policy_problem(error: Any) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"unknown key {key!r}"
+    return f"{key}: {error['msg']}"
+
+
+def _load_example(
+    path: Path, where: str, template_id: str, schema: dict[str, Any]
+) -> dict[str, Any]:
+    details: dict[str, Any] = {"template_id": template_id, "file": path.name}
+    try:
+        example = json.loads(_read(path, where, template_id))
+    except json.JSONDecodeError as exc:
+        raise ExampleInvalid(f"{where}: not valid JSON: {exc}", details) from exc
+    if not isinstance(example, dict):
+        raise ExampleInvalid(f"{where}: the example must be a JSON object", details)
+    errors = validate_instance(schema, example)
+    if errors:
+        raise ExampleInvalid(
+            f"{where}: does not validate against schema.json: " + "; ".join(errors),
+            {**details, "errors": errors},
+        )
+    return example
+
+
+def _compile_prompt(source: str, where: str, template_id: str) -> jinja2.Template:
+    try:
+        return _jinja.from_string(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise PromptRenderError(
+            f"{where}: syntax error at line {exc.lineno}: {exc.message}",
+            {"template_id": template_id, "line": exc.lineno},
+        ) from exc
+
+
+# --- rendering --------------------------------------------------------------------------
+
+
+def render_prompt(
+    template: Template,
+    *,
+    text: str,
+    language: str | None,
+    variables: Mapping[str, str | int | float | bool],
+) -> str:
+    """Render the template's prompt in the sandbox; undefined variables are errors.
+
+    Available: ``text``, ``schema`` (the full schema, pretty JSON), ``example``
+    (one-line JSON), ``language`` and the request's ``variables``.
+    """
+    shadowed = sorted(RESERVED_VARIABLES & set(variables))
+    if shadowed:
+        raise PromptRenderError(
+            f"template {template.id!r}: request variables {shadowed} shadow reserved names",
+            {"template_id": template.id, "variables": shadowed},
+        )
+    context: dict[str, Any] = {
+        **variables,
+        "text": text,
+        "schema": template.schema_json,
+        "example": template.example_json,
+        "language": language,
+    }
+    try:
+        return template.compiled_prompt.render(context).strip()
+    except _RENDER_ERRORS as exc:
+        raise PromptRenderError(
+            f"template {template.id!r}: {template.path / PROMPT_FILE}: {type(exc).__name__}: {exc}",
+            {"template_id": template.id},
+        ) from exc
+
+
+# --- offline decoding check -------------------------------------------------------------
+
+
+def grammar_accepts(
+    schema: dict[str, Any], instance: object, *, any_whitespace: bool = True
+) -> bool:
+    """Whether xgrammar, compiled the way vLLM compiles it, accepts ``instance``'s JSON.
+
+    No model and no tokenizer are needed: the matcher is fed characters. Keys are
+    serialized in the instance's own order, which must be the schema's declared order
+    (vLLM's xgrammar backend does not allow any order). Raises ``SchemaInvalid`` when
+    the schema does not compile.
+    """
+    import xgrammar as xgr
+
+    try:
+        compiler = xgr.GrammarCompiler(xgr.TokenizerInfo([]), cache_enabled=False)
+        compiled = compiler.compile_json_schema(
+            schema,
+            any_whitespace=any_whitespace,
+            separators=None if any_whitespace else (",", ":"),
+        )
+    except RuntimeError as exc:
+        raise SchemaInvalid(f"xgrammar cannot compile the decoding schema: {exc}", {}) from exc
+    matcher = xgr.GrammarMatcher(compiled, terminate_without_stop_token=True)
+    separators = (", ", ": ") if any_whitespace else (",", ":")
+    text = json.dumps(instance, ensure_ascii=False, separators=separators)
+    return bool(matcher.accept_string(text)) and bool(matcher.is_terminated())
