@@ -289,7 +289,9 @@ def require_all(schema: Schema) -> tuple[Schema, list[Change]]:
     return _apply(schema, fn)
 
 
-def _cap(node: Schema, path: str, keyword: str, floor_keyword: str, limit: int) -> list[Change]:
+def _cap(
+    node: Schema, path: str, keyword: str, floor_keyword: str, limit: int, *, replace: bool
+) -> list[Change]:
     # Never below the schema's own lower bound: that would make the schema unsatisfiable.
     cap = max(limit, int(node.get(floor_keyword, 0)))
     current = node.get(keyword)
@@ -299,31 +301,43 @@ def _cap(node: Schema, path: str, keyword: str, floor_keyword: str, limit: int) 
     if current > cap:
         node[keyword] = cap
         return [Change("tightened", keyword, path, f"{current} -> {cap}", restrictive=True)]
+    if replace and current < cap:
+        node[keyword] = cap
+        return [Change("loosened", keyword, path, f"{current} -> {cap}")]
     return []
 
 
-def cap_items(schema: Schema, max_items: int) -> tuple[Schema, list[Change]]:
-    """Add or tighten ``maxItems`` on every array so a looping model must stop."""
+def cap_items(
+    schema: Schema, max_items: int, *, replace: bool = False
+) -> tuple[Schema, list[Change]]:
+    """Add or tighten ``maxItems`` on every array so a looping model must stop.
+
+    ``replace=True`` also raises lower caps to ``max_items`` (the policy drops
+    ``maxItems`` and caps at once: every array gets exactly this cap).
+    """
 
     def fn(node: Schema, path: str) -> tuple[Schema, list[Change]]:
         if not _is_array(node):
             return node, []
-        return node, _cap(node, path, "maxItems", "minItems", max_items)
+        return node, _cap(node, path, "maxItems", "minItems", max_items, replace=replace)
 
     return _apply(schema, fn)
 
 
-def cap_strings(schema: Schema, max_length: int) -> tuple[Schema, list[Change]]:
+def cap_strings(
+    schema: Schema, max_length: int, *, replace: bool = False
+) -> tuple[Schema, list[Change]]:
     """Add or tighten ``maxLength`` on every free string so a looping model must stop.
 
     Strings with ``enum``/``const`` are already bounded; strings that keep a
     ``pattern``/``format`` are left alone (xgrammar cannot combine them with lengths).
+    ``replace`` as in :func:`cap_items`.
     """
 
     def fn(node: Schema, path: str) -> tuple[Schema, list[Change]]:
         if not _is_string(node) or any(k in node for k in ("enum", "const", "pattern", "format")):
             return node, []
-        return node, _cap(node, path, "maxLength", "minLength", max_length)
+        return node, _cap(node, path, "maxLength", "minLength", max_length, replace=replace)
 
     return _apply(schema, fn)
 
@@ -344,21 +358,32 @@ def strip_caps(schema: Schema) -> tuple[Schema, list[Change]]:
 
 def _steps(policy: SimplifyPolicy) -> Sequence[Callable[[Schema], tuple[Schema, list[Change]]]]:
     steps: list[Callable[[Schema], tuple[Schema, list[Change]]]] = []
+    # A cap the policy both drops and sets is *replaced* by the cap step rather than
+    # dropped and added again, so that a second run changes nothing (idempotence).
+    replaced = {
+        keyword
+        for keyword, cap in (
+            ("maxItems", policy.max_items),
+            ("maxLength", policy.max_string_length),
+        )
+        if cap is not None and keyword in policy.drop_keywords
+    }
+    drops = [k for k in policy.drop_keywords if k not in replaced]
     if policy.inline_refs:
         steps.append(inline_refs)
-    if policy.drop_keywords:
-        steps.append(lambda s: drop_keywords(s, policy.drop_keywords))
+    if drops:
+        steps.append(lambda s: drop_keywords(s, drops))
     steps.append(unbound_pattern_strings)
     if policy.additional_properties_false:
         steps.append(additional_properties_false)
     if policy.require_all:
         steps.append(require_all)
     if policy.max_items is not None:
-        max_items = policy.max_items
-        steps.append(lambda s: cap_items(s, max_items))
+        max_items, replace_items = policy.max_items, "maxItems" in replaced
+        steps.append(lambda s: cap_items(s, max_items, replace=replace_items))
     if policy.max_string_length is not None:
-        max_length = policy.max_string_length
-        steps.append(lambda s: cap_strings(s, max_length))
+        max_length, replace_length = policy.max_string_length, "maxLength" in replaced
+        steps.append(lambda s: cap_strings(s, max_length, replace=replace_length))
     if policy.strip_caps:
         steps.append(strip_caps)
     return steps
