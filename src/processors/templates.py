@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.meta
 from jinja2.sandbox import SandboxedEnvironment
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
@@ -53,8 +54,10 @@ MAX_PATTERN_CHARS = 256
 MAX_ERROR_CHARS = 240
 # Reserved prompt variables; a request variable may not shadow them.
 RESERVED_VARIABLES = frozenset({"text", "schema", "example", "language"})
-# Rendering a prompt at load time proves it renders; this stands in for the text.
+# Rendering a prompt at load time proves it renders; these stand in for the text and
+# for the request variables the prompt reads (a request that lacks one fails at render).
 _SAMPLE_TEXT = "Alice: we ship on Friday. Bob: I will write the release notes."
+_SAMPLE_VARIABLE = "sample"
 
 _jinja = SandboxedEnvironment(
     undefined=jinja2.StrictUndefined,
@@ -87,6 +90,12 @@ class Template:
     @cached_property
     def compiled_prompt(self) -> jinja2.Template:
         return _compile_prompt(self.prompt_source, str(self.path / PROMPT_FILE), self.id)
+
+    @cached_property
+    def request_variables(self) -> frozenset[str]:
+        """Names the prompt reads besides the reserved ones: the request supplies them."""
+        names = jinja2.meta.find_undeclared_variables(_jinja.parse(self.prompt_source))
+        return frozenset(names) - RESERVED_VARIABLES
 
     @cached_property
     def schema_json(self) -> str:
@@ -241,10 +250,11 @@ def _load(directory: Path, template_id: str) -> Template:
                 {"template_id": template_id},
             ) from exc
     try:
-        render_prompt(template, text=_SAMPLE_TEXT, language=None, variables={})
+        samples = dict.fromkeys(template.request_variables, _SAMPLE_VARIABLE)
+        render_prompt(template, text=_SAMPLE_TEXT, language=None, variables=samples)
     except PromptRenderError as exc:
         raise PromptRenderError(
-            f"{where(PROMPT_FILE)}: fails to render with a sample text: {exc.message}",
+            f"{exc.message} (rendering a sample text at load)",
             {"template_id": template_id},
         ) from exc
     return template

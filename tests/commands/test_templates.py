@@ -1,0 +1,120 @@
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from structsum.commands.templates import app
+from structsum.config import Settings, get_settings
+from typer.testing import CliRunner
+
+SHIPPED_DIR = Settings().templates_dir
+runner = CliRunner()
+
+
+@pytest.fixture
+def templates_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A copy of the shipped templates that a test may break."""
+    directory = tmp_path / "schemas"
+    shutil.copytree(SHIPPED_DIR, directory)
+    monkeypatch.setenv("STRUCTSUM_TEMPLATES_DIR", str(directory))
+    get_settings.cache_clear()
+    yield directory
+    get_settings.cache_clear()
+
+
+def test_list_shows_every_template(templates_dir: Path) -> None:
+    result = runner.invoke(app, ["list"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for template_id in ("generic_summary_v1", "meeting_minutes_v1", "document_brief_v1"):
+        assert template_id in result.output
+
+
+def test_list_marks_a_broken_template(templates_dir: Path) -> None:
+    (templates_dir / "meeting_minutes_v1" / "example.json").write_text("{}")
+    result = runner.invoke(app, ["list"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "invalid: ExampleInvalid" in result.output
+
+
+def test_list_with_no_templates_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STRUCTSUM_TEMPLATES_DIR", str(tmp_path / "empty"))
+    get_settings.cache_clear()
+    try:
+        result = runner.invoke(app, ["list"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1
+    assert "no templates" in result.output
+
+
+def test_check_passes_on_the_shipped_templates(templates_dir: Path) -> None:
+    result = runner.invoke(app, ["check"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("ok ") == len(list(templates_dir.iterdir()))
+
+
+def test_check_fails_with_one_line_per_problem_and_no_traceback(templates_dir: Path) -> None:
+    (templates_dir / "generic_summary_v1" / "policy.toml").write_text("[simplify]\nmax_item = 5\n")
+    (templates_dir / "interview_summary_v1" / "schema.json").write_text("{")
+    result = runner.invoke(app, ["check"])
+    assert result.exit_code == 1
+    assert "FAIL generic_summary_v1: TemplateInvalid" in result.output
+    assert "unknown key 'simplify.max_item'" in result.output
+    assert "FAIL interview_summary_v1: SchemaInvalid" in result.output
+    assert "ok   meeting_minutes_v1" in result.output
+    assert "2 of 4 template(s) have problems" in result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_check_one_id(templates_dir: Path) -> None:
+    assert runner.invoke(app, ["check", "document_brief_v1"]).exit_code == 0
+    result = runner.invoke(app, ["check", "no_such_template"])
+    assert result.exit_code == 1
+    assert "TemplateNotFound" in result.output
+
+
+def test_check_catches_an_example_the_grammar_cannot_produce(templates_dir: Path) -> None:
+    # Valid under the full schema, but its keys are out of the schema's order, which
+    # vLLM's xgrammar backend enforces: the prompt would show an unreachable layout.
+    path = templates_dir / "generic_summary_v1" / "example.json"
+    example = json.loads(path.read_text())
+    path.write_text(json.dumps(dict(reversed(list(example.items())))))
+    result = runner.invoke(app, ["check", "generic_summary_v1"])
+    assert result.exit_code == 1
+    assert "xgrammar rejects the example" in result.output
+
+
+def test_check_catches_an_example_beyond_the_policy_caps(templates_dir: Path) -> None:
+    (templates_dir / "generic_summary_v1" / "policy.toml").write_text(
+        "[simplify]\nmax_items = 1\nmax_string_length = 200\n"
+    )
+    result = runner.invoke(app, ["check", "generic_summary_v1"])
+    assert result.exit_code == 1
+    assert "example is outside the decoding schema: $.key_points" in result.output
+
+
+def test_show_prints_policy_changes_and_decoding_schema(templates_dir: Path) -> None:
+    result = runner.invoke(app, ["show", "generic_summary_v1"])
+    assert result.exit_code == 0, result.output
+    assert '"max_items": 5' in result.output
+    assert "tightened maxItems 8 -> 5 at $.properties.key_points" in result.output
+    assert "decoding schema" in result.output
+
+
+def test_show_regex_mode(templates_dir: Path) -> None:
+    (templates_dir / "generic_summary_v1" / "policy.toml").write_text(
+        "[simplify]\nmode = 'regex'\nmax_items = 5\nmax_string_length = 200\n"
+    )
+    result = runner.invoke(app, ["show", "generic_summary_v1"])
+    assert result.exit_code == 0, result.output
+    assert "decoding regex" in result.output
+    assert '\\{[ ]?"title"' in result.output
+
+
+def test_show_unknown_template_fails_cleanly(templates_dir: Path) -> None:
+    result = runner.invoke(app, ["show", "../etc"])
+    assert result.exit_code == 1
+    assert "TemplateNotFound" in result.output
+    assert "Traceback" not in result.output

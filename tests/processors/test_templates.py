@@ -1,0 +1,325 @@
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structsum.errors import (
+    ExampleInvalid,
+    PromptRenderError,
+    SchemaInvalid,
+    StructsumError,
+    TemplateInvalid,
+    TemplateNotFound,
+)
+from structsum.processors.templates import (
+    MAX_ERROR_CHARS,
+    MAX_PATTERN_CHARS,
+    grammar_accepts,
+    list_templates,
+    load_template,
+    render_prompt,
+    schema_sha256,
+    validate_instance,
+)
+
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {
+        "title": {"type": "string", "minLength": 1, "maxLength": 40},
+        "points": {"type": "array", "items": {"type": "string"}, "maxItems": 3},
+        "date": {"type": ["string", "null"], "format": "date"},
+    },
+    "required": ["title", "points", "date"],
+    "additionalProperties": False,
+}
+EXAMPLE: dict[str, Any] = {"title": "Budget", "points": ["a", "b"], "date": "2025-01-31"}
+PROMPT = (
+    "Summarize as JSON like {{ example }}.\n{% if language %}In {{ language }}.{% endif %}\n"
+    "{{ text }}"
+)
+
+
+def write_template(
+    root: Path,
+    template_id: str = "t1",
+    *,
+    schema: Any = SCHEMA,
+    example: Any = EXAMPLE,
+    prompt: str = PROMPT,
+    policy: str | None = "",
+    skip: tuple[str, ...] = (),
+) -> Path:
+    directory = root / template_id
+    directory.mkdir(parents=True)
+    files = {
+        "schema.json": schema if isinstance(schema, str) else json.dumps(schema),
+        "example.json": example if isinstance(example, str) else json.dumps(example),
+        "prompt.jinja": prompt,
+    }
+    if policy is not None:
+        files["policy.toml"] = policy
+    for name, content in files.items():
+        if name not in skip:
+            (directory / name).write_text(content, encoding="utf-8")
+    return directory
+
+
+# --- good templates ---------------------------------------------------------------------
+
+
+def test_loads_a_good_template(tmp_path: Path) -> None:
+    write_template(tmp_path, policy="[simplify]\nmax_items = 2\n")
+    template = load_template(tmp_path, "t1")
+    assert template.id == "t1"
+    assert template.schema == SCHEMA and template.example == EXAMPLE
+    assert template.policy.simplify.max_items == 2
+    assert template.schema_sha256 == schema_sha256(SCHEMA)
+    assert template.decoding.schema is not None
+    assert template.decoding.schema["properties"]["points"]["maxItems"] == 2
+
+
+def test_a_template_without_policy_gets_the_defaults(tmp_path: Path) -> None:
+    write_template(tmp_path, policy=None)
+    template = load_template(tmp_path, "t1")
+    assert template.policy.retry.attempts == 3
+    assert template.policy.simplify.mode == "json_schema"
+
+
+def test_list_templates_skips_hidden_directories(tmp_path: Path) -> None:
+    write_template(tmp_path, "b")
+    write_template(tmp_path, "a")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "__pycache__").mkdir()
+    (tmp_path / "README.md").write_text("x")
+    assert list_templates(tmp_path) == ["a", "b"]
+    assert list_templates(tmp_path / "missing") == []
+
+
+def test_loading_is_cached_until_a_file_changes(tmp_path: Path) -> None:
+    directory = write_template(tmp_path)
+    first = load_template(tmp_path, "t1")
+    assert load_template(tmp_path, "t1") is first
+    prompt = directory / "prompt.jinja"
+    prompt.write_text("Changed: {{ text }}", encoding="utf-8")
+    stat = prompt.stat()
+    os.utime(prompt, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    second = load_template(tmp_path, "t1")
+    assert second is not first
+    assert second.prompt_source == "Changed: {{ text }}"
+
+
+# --- bad templates: one typed error per case, naming the template and the file ---------
+
+
+@pytest.mark.parametrize("template_id", ["../etc", "a/b", "..", ".", "", "a\\b", "/abs"])
+def test_ids_with_path_parts_are_refused(tmp_path: Path, template_id: str) -> None:
+    with pytest.raises(TemplateNotFound, match="not a valid id"):
+        load_template(tmp_path, template_id)
+
+
+def test_unknown_id(tmp_path: Path) -> None:
+    with pytest.raises(TemplateNotFound, match="unknown template 'nope'"):
+        load_template(tmp_path, "nope")
+
+
+@pytest.mark.parametrize("missing", ["schema.json", "example.json", "prompt.jinja"])
+def test_missing_file(tmp_path: Path, missing: str) -> None:
+    write_template(tmp_path, skip=(missing,))
+    with pytest.raises(TemplateInvalid, match=f"template 't1': .*{missing}: missing file"):
+        load_template(tmp_path, "t1")
+
+
+@pytest.mark.parametrize(
+    "schema, error, message",
+    [
+        ("{not json", SchemaInvalid, "schema.json: not valid JSON"),
+        ("[1, 2]", SchemaInvalid, "must be a JSON object"),
+        ({"type": "objekt"}, SchemaInvalid, "not a valid JSON Schema"),
+        ({"properties": {"a": {"minLength": -1}}}, SchemaInvalid, "not a valid JSON Schema"),
+        ({"properties": {"a": {"pattern": "(unclosed"}}}, SchemaInvalid, "not a valid JSON Schema"),
+        (
+            {"$schema": "http://json-schema.org/draft-07/schema#"},
+            SchemaInvalid,
+            "templates use draft 2020-12",
+        ),
+        (
+            {"properties": {"a": {"$ref": "https://example.com/x.json"}}},
+            SchemaInvalid,
+            "remote \\$ref 'https://example.com/x.json' at \\$.properties.a",
+        ),
+        (
+            {"properties": {"a": {"type": "string", "pattern": "a" * (MAX_PATTERN_CHARS + 1)}}},
+            SchemaInvalid,
+            "over the bound",
+        ),
+        (
+            {"$defs": {"n": {"properties": {"next": {"$ref": "#/$defs/n"}}}}, "$ref": "#/$defs/n"},
+            SchemaInvalid,
+            "recursive \\$ref",
+        ),
+    ],
+)
+def test_bad_schema(tmp_path: Path, schema: Any, error: type[Exception], message: str) -> None:
+    write_template(tmp_path, schema=schema, example={})
+    with pytest.raises(error, match=message) as info:
+        load_template(tmp_path, "t1")
+    assert "'t1'" in str(info.value)
+
+
+def test_recursive_schema_loads_when_refs_are_not_inlined(tmp_path: Path) -> None:
+    schema = {
+        "$defs": {"n": {"type": "object", "properties": {"next": {"$ref": "#/$defs/n"}}}},
+        "$ref": "#/$defs/n",
+    }
+    write_template(tmp_path, schema=schema, example={}, policy="[simplify]\ninline_refs = false\n")
+    assert load_template(tmp_path, "t1").decoding.schema is not None
+
+
+@pytest.mark.parametrize(
+    "example, message",
+    [
+        ("{oops", "example.json: not valid JSON"),
+        ("[]", "must be a JSON object"),
+        ({"title": "", "points": [], "date": None}, "\\$.title: '' should be non-empty"),
+        ({**EXAMPLE, "date": "31.01.2025"}, "\\$.date: '31.01.2025' is not a 'date'"),
+        ({**EXAMPLE, "extra": 1}, "Additional properties are not allowed"),
+    ],
+)
+def test_example_that_does_not_validate(tmp_path: Path, example: Any, message: str) -> None:
+    write_template(tmp_path, example=example)
+    with pytest.raises(ExampleInvalid, match=message) as info:
+        load_template(tmp_path, "t1")
+    assert "template 't1'" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "policy, message",
+    [
+        ("[simplify\nmax_items = 2", "not valid TOML"),
+        ("[simplify]\nmax_item = 2\n", "unknown key 'simplify.max_item'"),
+        ("on_invalid = 'retry'\n", "unknown key 'on_invalid'"),
+        ("[retry]\nattempts = 0\n", "retry.attempts"),
+        ("[simplify]\ndrop_keywords = ['properties']\n", "cannot drop"),
+        ("[simplify]\nmode = 'regexp'\n", "simplify.mode"),
+    ],
+)
+def test_bad_policy(tmp_path: Path, policy: str, message: str) -> None:
+    write_template(tmp_path, policy=policy)
+    with pytest.raises(TemplateInvalid, match=message) as info:
+        load_template(tmp_path, "t1")
+    assert "policy.toml" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "prompt, message",
+    [
+        ("{% if text %}unclosed", "syntax error at line 1"),
+        ("{{ language.upper() }} {{ text }}", "UndefinedError|has no attribute"),
+        ("{{ text.__class__.__mro__ }}", "SecurityError|unsafe"),
+        ("{{ text | no_such_filter }}", "no_such_filter"),
+        ("{{ 1 / 0 }}", "ZeroDivisionError"),
+    ],
+)
+def test_prompt_that_fails_to_render(tmp_path: Path, prompt: str, message: str) -> None:
+    write_template(tmp_path, prompt=prompt)
+    with pytest.raises(PromptRenderError, match=message) as info:
+        load_template(tmp_path, "t1")
+    assert "prompt.jinja" in str(info.value)
+
+
+def test_every_template_error_is_a_non_retryable_structsum_error(tmp_path: Path) -> None:
+    write_template(tmp_path, example={"title": 1})
+    with pytest.raises(StructsumError) as info:
+        load_template(tmp_path, "t1")
+    assert not info.value.retryable
+    assert info.value.details["template_id"] == "t1"
+    assert info.value.hint
+
+
+# --- rendering --------------------------------------------------------------------------
+
+
+def test_render_puts_the_stable_part_first_and_the_text_last(tmp_path: Path) -> None:
+    write_template(tmp_path, prompt="{{ schema }}\n{{ example }}\n{{ who }}:\n{{ text }}")
+    template = load_template(tmp_path, "t1")
+    a = render_prompt(template, text="first text", language=None, variables={"who": "Ann"})
+    b = render_prompt(template, text="other", language=None, variables={"who": "Ann"})
+    assert a.endswith("first text") and b.endswith("other")
+    assert a.removesuffix("first text") == b.removesuffix("other")
+    assert a.startswith(template.schema_json)
+    assert json.dumps(EXAMPLE) in a
+
+
+def test_render_passes_language_and_scalar_variables(tmp_path: Path) -> None:
+    write_template(tmp_path, prompt="{{ language }} {{ n }} {{ flag }} {{ text }}")
+    template = load_template(tmp_path, "t1")
+    out = render_prompt(template, text="T", language="de", variables={"n": 1, "flag": True})
+    assert out == "de 1 True T"
+
+
+def test_request_variables_cannot_shadow_reserved_names(tmp_path: Path) -> None:
+    write_template(tmp_path)
+    template = load_template(tmp_path, "t1")
+    with pytest.raises(PromptRenderError, match="shadow reserved"):
+        render_prompt(template, text="x", language=None, variables={"text": "evil"})
+
+
+def test_request_variables_are_named_and_required_at_render(tmp_path: Path) -> None:
+    write_template(tmp_path, prompt="{{ who }} {{ text }}")
+    template = load_template(tmp_path, "t1")
+    assert template.request_variables == {"who"}
+    with pytest.raises(PromptRenderError, match="'who' is undefined"):
+        render_prompt(template, text="x", language=None, variables={})
+    assert render_prompt(template, text="x", language=None, variables={"who": "Ann"}) == "Ann x"
+
+
+def test_optional_request_variables(tmp_path: Path) -> None:
+    write_template(tmp_path, prompt="{% if who is defined %}{{ who }}: {% endif %}{{ text }}")
+    template = load_template(tmp_path, "t1")
+    assert render_prompt(template, text="x", language=None, variables={}) == "x"
+    assert render_prompt(template, text="x", language=None, variables={"who": "B", "z": 1}) == (
+        "B: x"
+    )
+
+
+# --- validation and hashing ---------------------------------------------------------------
+
+
+def test_validate_instance_lists_readable_errors_by_path() -> None:
+    bad = {"title": "x" * 41, "points": ["a", 2, "c", "d"], "date": "tomorrow", "more": 1}
+    errors = validate_instance(SCHEMA, bad)
+    assert errors == sorted(errors)
+    assert "$.date: 'tomorrow' is not a 'date'" in errors
+    assert "$.points[1]: 2 is not of type 'string'" in errors
+    assert any(e.startswith("$.points: ") and "too long" in e for e in errors)
+    assert any(e.startswith("$.title: ") and "too long" in e for e in errors)
+    assert any(e.startswith("$: Additional properties") for e in errors)
+    assert validate_instance(SCHEMA, EXAMPLE) == []
+
+
+def test_validate_instance_shortens_messages_that_quote_runaway_output() -> None:
+    errors = validate_instance(SCHEMA, {**EXAMPLE, "title": "y" * 10_000})
+    assert len(errors) == 1
+    assert len(errors[0]) <= MAX_ERROR_CHARS + len("$.title: ") + len(" ... ")
+
+
+def test_schema_hash_is_canonical_and_stable() -> None:
+    reordered = json.loads(json.dumps(SCHEMA, sort_keys=True))
+    assert schema_sha256(reordered) == schema_sha256(SCHEMA)
+    assert schema_sha256({"a": 1}) == (
+        "015abd7f5cc57a2dd94b7590f04ad8084273905ee33ec5cebeae62276a97f862"
+    )
+    assert schema_sha256({"a": 2}) != schema_sha256({"a": 1})
+
+
+# --- the offline grammar check ------------------------------------------------------------
+
+
+def test_grammar_accepts_valid_json_and_rejects_what_the_schema_forbids() -> None:
+    assert grammar_accepts(SCHEMA, EXAMPLE)
+    assert grammar_accepts(SCHEMA, EXAMPLE, any_whitespace=False)
+    assert not grammar_accepts(SCHEMA, {**EXAMPLE, "points": ["a", "b", "c", "d"]})
+    assert not grammar_accepts(SCHEMA, {**EXAMPLE, "date": "tomorrow"})
+    assert not grammar_accepts(SCHEMA, {"points": ["a"], "title": "t", "date": None})
