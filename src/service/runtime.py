@@ -1,0 +1,162 @@
+"""What a worker process holds: its settings, its one engine, its metrics.
+
+The engine is loaded once when the worker starts (Celery's ``worker_init``),
+before the worker consumes anything, and every job thread of the threads pool
+shares it; vLLM batches their requests. Nothing here is created per task.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from structsum.config import Settings
+from structsum.errors import EngineUnavailable
+from structsum.processors.engine import Engine
+from structsum.service.metrics import MetricsServer, ServiceMetrics, StatsLogger
+
+log = logging.getLogger(__name__)
+
+# Address the metrics/health server binds; scrapers usually live on another host.
+METRICS_HOST = "0.0.0.0"
+# Seconds a /healthz probe may wait on the engine or on Redis before calling it down.
+HEALTH_TIMEOUT_S = 5.0
+
+
+class WorkerRuntime:
+    """The per-process engine hookup; one instance per worker process."""
+
+    def __init__(self, settings: Settings, metrics: ServiceMetrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or ServiceMetrics()
+        self._engine: Engine | None = None
+        self._owns_engine = False
+        self._lock = threading.Lock()
+        self._server: MetricsServer | None = None
+        self._stats: StatsLogger | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self, engine: Engine | None = None) -> None:
+        """Load the engine (or adopt one, for tests) and start metrics; idempotent."""
+        with self._lock:
+            if self._engine is not None:
+                return
+            queue = self.settings.queue
+            if queue.metrics_port:
+                self._server = MetricsServer(
+                    self.metrics, self.health, host=METRICS_HOST, port=queue.metrics_port
+                )
+                self._server.start()
+                log.info("metrics on http://%s:%d/metrics", METRICS_HOST, self._server.port)
+            started = time.perf_counter()
+            if engine is None:
+                from structsum.processors.engine import load_engine
+
+                engine = load_engine(self.settings.engine, self.settings.cache_dir)
+                self._owns_engine = True
+            self._engine = engine
+            seconds = time.perf_counter() - started
+            self.metrics.record_engine_load(seconds)
+            log.info("engine %s loaded in %.1f s", engine.model_name, seconds)
+            self._stats = StatsLogger(self.metrics, queue.stats_interval_s)
+            self._stats.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._stats is not None:
+                log.info("stats %s", self._stats.line())
+                self._stats.stop()
+                self._stats = None
+            if self._server is not None:
+                self._server.stop()
+                self._server = None
+            if self._engine is not None:
+                self._engine = None
+                self.metrics.engine_up.set(0)
+                if self._owns_engine:
+                    from structsum.processors.engine import close_engine
+
+                    close_engine()
+                    self._owns_engine = False
+
+    @property
+    def loaded(self) -> bool:
+        return self._engine is not None
+
+    @property
+    def engine(self) -> Engine:
+        engine = self._engine
+        if engine is None:
+            raise EngineUnavailable("this worker has no engine loaded (yet)")
+        return engine
+
+    def engine_died(self) -> None:
+        """The engine is gone: stop taking jobs so a supervisor restarts the worker.
+
+        A worker with a dead engine would otherwise take every queued job and fail
+        it; stopping leaves them in the queue for a healthy worker. Running jobs
+        finish (with their retry published) before the warm shutdown completes.
+        """
+        from celery.worker import state
+
+        log.critical("the engine died; this worker stops taking jobs and exits")
+        self.metrics.engine_up.set(0)
+        state.should_stop = ENGINE_DEAD_EXIT_CODE
+
+    # --- health -------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """Engine loaded and responsive, broker and result backend reachable."""
+        report: dict[str, Any] = {"engine": "ok", "broker": "ok", "backend": "ok"}
+        engine = self._engine
+        if engine is None:
+            report["engine"] = "not loaded"
+        else:
+            check = getattr(engine, "check_health", None)
+            if check is not None:
+                try:
+                    check(timeout_s=HEALTH_TIMEOUT_S)
+                except Exception as exc:  # a health probe reports every failure, never raises
+                    report["engine"] = f"{type(exc).__name__}: {exc}"
+        queue = self.settings.queue
+        report["broker"] = _redis_status(queue.broker_url)
+        report["backend"] = _redis_status(queue.backend_url)
+        report["ok"] = all(report[k] == "ok" for k in ("engine", "broker", "backend"))
+        report["stats"] = self.metrics.snapshot()
+        return report
+
+
+# EX_SOFTWARE: the worker exits non-zero so `Restart=on-failure` style supervisors act.
+ENGINE_DEAD_EXIT_CODE = 70
+
+
+def _redis_status(url: str) -> str:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(
+            url, socket_connect_timeout=HEALTH_TIMEOUT_S, socket_timeout=HEALTH_TIMEOUT_S
+        )
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except redis.RedisError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "ok"
+
+
+_runtime: WorkerRuntime | None = None
+_runtime_lock = threading.Lock()
+
+
+def get_runtime(settings: Settings) -> WorkerRuntime:
+    """The process's runtime (created on first use, engine not yet loaded)."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            _runtime = WorkerRuntime(settings)
+        return _runtime

@@ -1,0 +1,209 @@
+"""Celery tasks: validate the payload, call a processor, return the result as JSON.
+
+Start a worker with ``structsum worker`` (threads pool, one engine shared by
+``queue.worker_concurrency`` job threads). Two retry layers never overlap: the
+summary processor retries invalid JSON per template policy; Celery retries only
+errors marked ``retryable`` (engine or Redis outages), with backoff.
+
+Expected failures (``StructsumError``) are declared in ``throws``: Celery logs
+them without a traceback and stores the exception's class, module and
+arguments, so ``AsyncResult.get()`` re-raises the same class in any client that
+has imported ``structsum.errors`` (``structsum.client`` does).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from celery import Task
+from celery.exceptions import ImproperlyConfigured
+from celery.signals import worker_init, worker_shutdown
+from celery.worker.control import inspect_command
+from pydantic import BaseModel
+from structsum.config import Settings, get_settings
+from structsum.errors import EngineUnavailable, StructsumError
+from structsum.models import (
+    EnhancementRequest,
+    EnhancementResult,
+    SummaryRequest,
+    SummaryResult,
+)
+from structsum.processors.engine import Engine
+from structsum.processors.enhancement import enhance
+from structsum.processors.summary import summarize
+from structsum.service.app import (
+    ENHANCE,
+    ENHANCE_AND_SUMMARIZE,
+    ENQUEUED_AT_HEADER,
+    SHARED_ENGINE_POOLS,
+    SUMMARIZE,
+    build_app,
+)
+from structsum.service.payloads import parse_request
+from structsum.service.runtime import WorkerRuntime, get_runtime
+
+log = logging.getLogger(__name__)
+
+app = build_app(get_settings())
+
+# Celery-level retries, for outages only (engine restart, Redis blip): a few
+# tries with exponential backoff and jitter, capped so a job is not parked for long.
+MAX_RETRIES = 3
+RETRY_BACKOFF_S = 2
+RETRY_BACKOFF_MAX_S = 60
+
+RequestT = TypeVar("RequestT", bound=BaseModel)
+ResultT = TypeVar("ResultT", SummaryResult, EnhancementResult)
+
+
+def retryable_errors() -> tuple[type[StructsumError], ...]:
+    """The top-most classes of the error tree marked ``retryable``, for ``autoretry_for``."""
+    found: list[type[StructsumError]] = []
+    pending: list[type[StructsumError]] = [StructsumError]
+    while pending:
+        cls = pending.pop()
+        if cls.retryable:
+            found.append(cls)
+            continue
+        pending.extend(cls.__subclasses__())
+    return tuple(sorted(found, key=lambda c: c.__name__))
+
+
+def error_code(exc: BaseException) -> str:
+    return exc.code if isinstance(exc, StructsumError) else type(exc).__name__
+
+
+def runtime() -> WorkerRuntime:
+    return get_runtime(get_settings())
+
+
+class StructsumTask(Task):
+    """Shared policy of every structsum task: typed failures, outage-only retries, metrics."""
+
+    throws = (StructsumError,)
+    autoretry_for = retryable_errors()
+    max_retries = MAX_RETRIES
+    retry_backoff = RETRY_BACKOFF_S
+    retry_backoff_max = RETRY_BACKOFF_MAX_S
+    retry_jitter = True
+
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        runtime().metrics.record_failure(self.name, error_code(exc))
+
+    def on_retry(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        runtime().metrics.record_retry(self.name, error_code(exc))
+
+
+def _run(
+    task: Task,
+    model: type[RequestT],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    process: Callable[[RequestT, Engine, Settings], ResultT],
+) -> dict[str, Any]:
+    rt = runtime()
+    enqueued_at = task.request.get(ENQUEUED_AT_HEADER)
+    with rt.metrics.job(
+        task.name, enqueued_at=float(enqueued_at) if enqueued_at is not None else None
+    ):
+        request = parse_request(model, args, kwargs)
+        engine = rt.engine
+        try:
+            result = process(request, engine, rt.settings)
+        except EngineUnavailable:
+            rt.engine_died()
+            raise
+    rt.metrics.record_result(task.name, result)
+    return result.model_dump(mode="json")
+
+
+def _enhance(request: EnhancementRequest, engine: Engine, settings: Settings) -> EnhancementResult:
+    return enhance(request, engine=engine, settings=settings)
+
+
+def _summarize(request: SummaryRequest, engine: Engine, settings: Settings) -> SummaryResult:
+    return summarize(request, engine=engine, settings=settings)
+
+
+def _enhance_then_summarize(
+    request: SummaryRequest, engine: Engine, settings: Settings
+) -> SummaryResult:
+    return summarize(request.model_copy(update={"enhance": True}), engine=engine, settings=settings)
+
+
+@app.task(name=ENHANCE, base=StructsumTask, bind=True)
+def enhance_task(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """kwargs: an EnhancementRequest; returns an EnhancementResult as JSON."""
+    return _run(self, EnhancementRequest, args, kwargs, _enhance)
+
+
+@app.task(name=SUMMARIZE, base=StructsumTask, bind=True)
+def summarize_task(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """kwargs: a SummaryRequest; returns a SummaryResult as JSON."""
+    return _run(self, SummaryRequest, args, kwargs, _summarize)
+
+
+@app.task(name=ENHANCE_AND_SUMMARIZE, base=StructsumTask, bind=True)
+def enhance_and_summarize_task(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """kwargs: a SummaryRequest; the enhanced text is what gets summarized."""
+    return _run(self, SummaryRequest, args, kwargs, _enhance_then_summarize)
+
+
+# --- worker lifecycle -------------------------------------------------------------------
+
+
+def pool_name(pool_cls: Any) -> str:
+    """'threads', 'solo', 'prefork', ... for a pool given by name or class."""
+    from celery.concurrency import ALIASES, get_implementation
+
+    if isinstance(pool_cls, str) and pool_cls in ALIASES:
+        return pool_cls  # by name: no import (eventlet/gevent may not be installed)
+    cls = get_implementation(pool_cls)
+    for name, path in ALIASES.items():
+        if path == f"{cls.__module__}:{cls.__name__}":
+            return name
+    return f"{cls.__module__}.{cls.__name__}"
+
+
+@worker_init.connect
+def _load_engine(sender: Any = None, **_: Any) -> None:
+    """Runs once per worker process, before it consumes: the only engine load."""
+    if getattr(sender, "app", None) is not app:
+        return
+    pool = pool_name(sender.pool_cls)
+    if pool not in SHARED_ENGINE_POOLS:
+        raise ImproperlyConfigured(
+            f"structsum workers need a pool that shares one engine ({SHARED_ENGINE_POOLS}), "
+            f"got {pool!r}; start them with `structsum worker`"
+        )
+    rt = runtime()
+    seqs = rt.settings.engine.max_num_seqs
+    if sender.concurrency < seqs:
+        log.warning(
+            "concurrency %s is below engine.max_num_seqs %s: the engine batch never fills",
+            sender.concurrency,
+            seqs,
+        )
+    log.info("loading the engine once for the %s pool, concurrency %s", pool, sender.concurrency)
+    rt.start()
+
+
+@worker_shutdown.connect
+def _close_engine(sender: Any = None, **_: Any) -> None:
+    if getattr(sender, "app", None) is app:
+        runtime().stop()
+
+
+@inspect_command(name="structsum_stats")
+def structsum_stats(state: Any) -> dict[str, Any]:
+    """Remote `structsum stats`: this worker's counters, through the broker."""
+    rt = runtime()
+    snapshot = rt.metrics.snapshot()
+    snapshot["engine_loaded"] = rt.loaded
+    return snapshot

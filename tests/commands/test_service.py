@@ -1,0 +1,72 @@
+"""Queue CLI: bad input files give a clear message and a non-zero exit, no traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from structsum.commands.service import EXIT_ERROR, app
+from typer.testing import CliRunner
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def no_enqueue(monkeypatch: pytest.MonkeyPatch) -> None:
+    """None of these inputs may reach the queue: sending fails the test."""
+    import structsum.client as client
+
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("a bad input was enqueued")
+
+    monkeypatch.setattr(client, "_send", refuse)
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    assert "Traceback" not in result.output + result.stderr
+    return result.exit_code, result.stderr
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    code, err = _run("enqueue", "summarize", str(tmp_path / "nope.txt"), "--template", "t1")
+    assert code == EXIT_ERROR
+    assert "InputUnreadable" in err and "nope.txt" in err and "hint" in err
+
+
+def test_a_directory_is_unreadable(tmp_path: Path) -> None:
+    code, err = _run("enqueue", "enhance", str(tmp_path))
+    assert code == EXIT_ERROR
+    assert "InputUnreadable" in err
+
+
+def test_non_utf8_file(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("caf\u00e9 cr\u00e8me".encode("latin-1"))
+    code, err = _run("enqueue", "summarize", str(path), "--template", "t1")
+    assert code == EXIT_ERROR
+    assert "TextNotUtf8" in err and "iconv" in err
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.txt"
+    path.write_text("  \n")
+    code, err = _run("enqueue", "enhance", str(path))
+    assert code == EXIT_ERROR
+    assert "EmptyText" in err
+
+
+def test_bad_variable_syntax(tmp_path: Path) -> None:
+    path = tmp_path / "ok.txt"
+    path.write_text("some text")
+    code, err = _run("enqueue", "summarize", str(path), "--template", "t1", "--var", "novalue")
+    assert code == EXIT_ERROR
+    assert "KEY=VALUE" in err
+
+
+def test_bad_template_id_is_refused_before_enqueue(tmp_path: Path) -> None:
+    path = tmp_path / "ok.txt"
+    path.write_text("some text")
+    code, err = _run("enqueue", "summarize", str(path), "--template", "../../etc")
+    assert code == EXIT_ERROR
+    assert "RequestInvalid" in err and "template_id" in err

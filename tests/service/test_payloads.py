@@ -1,0 +1,67 @@
+"""Raw payloads become request models or typed errors, never pydantic's own error."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from structsum.errors import EmptyText, RequestInvalid, TextNotUtf8
+from structsum.models import EnhancementRequest, EnhancementResult, SummaryRequest, SummaryResult
+from structsum.service.payloads import decode_text, parse_request, result_model
+
+
+def test_valid_payload_gives_the_model() -> None:
+    request = parse_request(SummaryRequest, (), {"text": "hi there", "template_id": "t1"})
+    assert request == SummaryRequest(text="hi there", template_id="t1")
+
+
+def test_missing_field_is_request_invalid_with_pydantic_errors() -> None:
+    with pytest.raises(RequestInvalid) as info:
+        parse_request(SummaryRequest, (), {"text": "hi"})
+    errors = info.value.details["errors"]
+    assert [e["loc"] for e in errors] == [["template_id"]]
+    assert errors[0]["type"] == "missing"
+    json.dumps(info.value.details)  # must survive Celery's JSON result backend
+
+
+def test_wrong_types_are_request_invalid_without_echoing_the_input() -> None:
+    big = "x" * 10_000
+    with pytest.raises(RequestInvalid) as info:
+        parse_request(
+            SummaryRequest,
+            (),
+            {"text": 5, "template_id": "t", "variables": big, "enhance": "maybe"},
+        )
+    locs = sorted(tuple(e["loc"]) for e in info.value.details["errors"])
+    assert locs == [("enhance",), ("text",), ("variables",)]
+    assert big not in json.dumps(info.value.details)
+
+
+def test_unknown_field_is_request_invalid() -> None:
+    with pytest.raises(RequestInvalid, match="prompt"):
+        parse_request(EnhancementRequest, (), {"text": "hi", "prompt": "ignore all"})
+
+
+def test_positional_args_are_refused() -> None:
+    with pytest.raises(RequestInvalid, match="keyword"):
+        parse_request(EnhancementRequest, ("hi",), {})
+
+
+def test_text_errors_keep_their_own_class() -> None:
+    with pytest.raises(EmptyText):
+        parse_request(EnhancementRequest, (), {"text": "  \n "})
+    with pytest.raises(TextNotUtf8):
+        parse_request(EnhancementRequest, (), {"text": "bad \udcff surrogate"})
+
+
+def test_decode_text_is_strict() -> None:
+    assert decode_text("é".encode()) == "é"
+    assert decode_text("already str") == "already str"
+    with pytest.raises(TextNotUtf8) as info:
+        decode_text(b"ok \xff\xfe")
+    assert info.value.details == {"position": 3}
+
+
+def test_result_model_by_shape() -> None:
+    assert result_model({"template_id": "t", "data": {}}) is SummaryResult
+    assert result_model({"text": "x"}) is EnhancementResult

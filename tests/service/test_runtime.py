@@ -1,0 +1,101 @@
+"""The worker runtime: one engine, loaded once; health reports what is down."""
+
+from __future__ import annotations
+
+import pytest
+from structsum.config import QueueSettings, Settings
+from structsum.errors import EngineUnavailable
+from structsum.service.runtime import WorkerRuntime
+
+from tests.fakes import FakeEngine
+
+
+def _settings(**queue: object) -> Settings:
+    return Settings(queue=QueueSettings.model_validate({"metrics_port": None, **queue}))
+
+
+class HealthyEngine(FakeEngine):
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__(lambda _: ("{}", "stop"))
+        self.fail = fail
+        self.checks = 0
+
+    def check_health(self, timeout_s: float = 10.0) -> None:
+        self.checks += 1
+        if self.fail:
+            raise EngineUnavailable("engine core died")
+
+
+def test_no_engine_before_start() -> None:
+    runtime = WorkerRuntime(_settings())
+    assert not runtime.loaded
+    with pytest.raises(EngineUnavailable):
+        _ = runtime.engine
+
+
+def test_start_is_idempotent_and_counts_one_load() -> None:
+    runtime = WorkerRuntime(_settings())
+    engine = HealthyEngine()
+    runtime.start(engine)
+    runtime.start(HealthyEngine())
+    try:
+        assert runtime.engine is engine
+        assert runtime.metrics.registry.get_sample_value("structsum_engine_loads_total") == 1
+        assert runtime.metrics.registry.get_sample_value("structsum_engine_up") == 1
+    finally:
+        runtime.stop()
+    assert not runtime.loaded
+    assert runtime.metrics.registry.get_sample_value("structsum_engine_up") == 0
+
+
+def test_health_reports_unreachable_redis() -> None:
+    # Port 1 refuses connections at once: no waiting on a timeout.
+    runtime = WorkerRuntime(_settings(broker_url="redis://127.0.0.1:1/0"))
+    runtime.start(HealthyEngine())
+    try:
+        report = runtime.health()
+    finally:
+        runtime.stop()
+    assert report["ok"] is False
+    assert report["engine"] == "ok"
+    assert report["broker"].startswith("ConnectionError")
+
+
+def test_health_reports_a_dead_engine() -> None:
+    runtime = WorkerRuntime(_settings(broker_url="redis://127.0.0.1:1/0"))
+    engine = HealthyEngine(fail=True)
+    runtime.start(engine)
+    try:
+        report = runtime.health()
+    finally:
+        runtime.stop()
+    assert engine.checks == 1
+    assert report["ok"] is False
+    assert report["engine"].startswith("EngineUnavailable")
+
+
+@pytest.mark.service
+def test_health_ok_with_redis_and_engine() -> None:
+    runtime = WorkerRuntime(_settings(broker_url="redis://127.0.0.1:6379/0"))
+    runtime.start(HealthyEngine())
+    try:
+        report = runtime.health()
+    finally:
+        runtime.stop()
+    assert report["ok"] is True, report
+    assert "processed" in report["stats"]
+
+
+def test_engine_death_stops_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    from celery.worker import state
+    from structsum.service.runtime import ENGINE_DEAD_EXIT_CODE
+
+    monkeypatch.setattr(state, "should_stop", None)
+    runtime = WorkerRuntime(_settings())
+    runtime.start(HealthyEngine())
+    try:
+        runtime.engine_died()
+        assert state.should_stop == ENGINE_DEAD_EXIT_CODE
+        assert runtime.metrics.registry.get_sample_value("structsum_engine_up") == 0
+    finally:
+        runtime.stop()

@@ -1,0 +1,207 @@
+"""The client: validates before enqueueing, maps every outcome to a typed result or error."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+import structsum.client as client
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+from kombu.exceptions import OperationalError
+from structsum.config import QueueSettings, Settings
+from structsum.errors import (
+    EmptyText,
+    RequestInvalid,
+    ResultTimeout,
+    ServiceUnavailable,
+    StructsumError,
+    TaskFailed,
+    TemplateNotFound,
+    TextNotUtf8,
+    TextTooLong,
+)
+from structsum.models import EnhancementResult, SummaryResult, Usage
+from structsum.service.app import (
+    ENHANCE,
+    ENHANCE_AND_SUMMARIZE,
+    ENQUEUED_AT_HEADER,
+    SUMMARIZE,
+    build_app,
+)
+
+ENHANCED = EnhancementResult(
+    text="ok",
+    truncated=False,
+    usage=Usage(prompt_tokens=3, completion_tokens=2),
+    elapsed_s=0.1,
+    model="m",
+).model_dump(mode="json")
+
+
+class FakeApp:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+
+    def send_task(self, name: str, *, kwargs: dict[str, Any], headers: dict[str, Any]) -> Any:
+        self.sent.append((name, kwargs, headers))
+        return FakeAsyncResult(f"id-{len(self.sent)}", ENHANCED)
+
+
+class FakeAsyncResult:
+    """Just enough of celery's AsyncResult: get(propagate=False), failed(), state."""
+
+    def __init__(self, task_id: str, value: Any, state: str = "SUCCESS", raises: Any = None):
+        self.id = task_id
+        self.value = value
+        self.state = state
+        self.raises = raises
+
+    def get(self, timeout: float | None = None, propagate: bool = True) -> Any:
+        assert propagate is False
+        if self.raises is not None:
+            raise self.raises
+        return self.value
+
+    def failed(self) -> bool:
+        return self.state == "FAILURE"
+
+
+@pytest.fixture
+def fake_app(monkeypatch: pytest.MonkeyPatch) -> FakeApp:
+    app = FakeApp()
+    monkeypatch.setattr(client, "client_app", lambda settings=None: app)
+    return app
+
+
+def test_enqueue_summary_sends_a_validated_json_payload(fake_app: FakeApp) -> None:
+    before = time.time()
+    handle = client.enqueue_summary(
+        b"Some text", "generic_summary_v1", language="en", variables={"team": "web"}
+    )
+    assert handle.id == "id-1"
+    name, kwargs, headers = fake_app.sent[0]
+    assert name == SUMMARIZE
+    assert kwargs == {
+        "text": "Some text",
+        "template_id": "generic_summary_v1",
+        "language": "en",
+        "variables": {"team": "web"},
+        "enhance": False,
+    }
+    json.dumps(kwargs)
+    assert before <= headers[ENQUEUED_AT_HEADER] <= time.time()
+
+
+def test_enqueue_other_tasks(fake_app: FakeApp) -> None:
+    client.enqueue_enhancement("text", language="de")
+    client.enqueue_enhance_and_summarize("text", "t1")
+    assert [s[0] for s in fake_app.sent] == [ENHANCE, ENHANCE_AND_SUMMARIZE]
+    assert fake_app.sent[0][1] == {"text": "text", "language": "de"}
+    assert fake_app.sent[1][1]["enhance"] is True
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda: client.enqueue_summary(b"caf\xe9", "t1"), TextNotUtf8),
+        (lambda: client.enqueue_enhancement(b"\xff\xfe\x00"), TextNotUtf8),
+        (lambda: client.enqueue_summary("   ", "t1"), EmptyText),
+        (lambda: client.enqueue_summary("text", "../etc/passwd"), RequestInvalid),
+        (lambda: client.enqueue_summary("text", "t1", variables={"x": [1]}), RequestInvalid),  # type: ignore[dict-item]
+    ],
+)
+def test_bad_requests_fail_before_anything_is_enqueued(
+    fake_app: FakeApp, call: Any, error: type[StructsumError]
+) -> None:
+    with pytest.raises(error):
+        call()
+    assert fake_app.sent == []
+
+
+def test_handle_returns_the_typed_model() -> None:
+    handle = client.JobHandle(FakeAsyncResult("a", ENHANCED), EnhancementResult)  # type: ignore[arg-type]
+    assert handle.result(1) == EnhancementResult.model_validate(ENHANCED)
+
+
+def test_handle_without_a_kind_reads_it_from_the_result() -> None:
+    handle: client.JobHandle[Any] = client.JobHandle(FakeAsyncResult("a", ENHANCED))  # type: ignore[arg-type]
+    assert isinstance(handle.result(1), EnhancementResult)
+
+
+def test_worker_errors_come_back_as_the_same_class() -> None:
+    exc = TextTooLong("too long", {"chars": 10, "limit": 5})
+    handle = client.JobHandle(FakeAsyncResult("a", exc, "FAILURE"), SummaryResult)  # type: ignore[arg-type]
+    with pytest.raises(TextTooLong) as info:
+        handle.result(1)
+    assert info.value.details == {"chars": 10, "limit": 5}
+
+
+def test_unexpected_worker_errors_become_task_failed() -> None:
+    handle = client.JobHandle(FakeAsyncResult("a", KeyError("x"), "FAILURE"), SummaryResult)  # type: ignore[arg-type]
+    with pytest.raises(TaskFailed, match="KeyError"):
+        handle.result(1)
+
+
+def test_a_result_of_the_wrong_shape_is_task_failed() -> None:
+    handle = client.JobHandle(FakeAsyncResult("a", {"nope": 1}), SummaryResult)  # type: ignore[arg-type]
+    with pytest.raises(TaskFailed):
+        handle.result(1)
+
+
+def test_timeout_is_result_timeout() -> None:
+    handle = client.JobHandle(
+        FakeAsyncResult("a", None, "PENDING", raises=CeleryTimeoutError("late")),
+        SummaryResult,  # type: ignore[arg-type]
+    )
+    with pytest.raises(ResultTimeout) as info:
+        handle.result(0.5)
+    assert info.value.details == {"task_id": "a", "timeout_s": 0.5}
+
+
+def test_lost_redis_is_service_unavailable() -> None:
+    handle = client.JobHandle(
+        FakeAsyncResult("a", None, raises=OperationalError("refused")),
+        SummaryResult,  # type: ignore[arg-type]
+    )
+    with pytest.raises(ServiceUnavailable):
+        handle.result(1)
+
+
+def test_enqueue_without_redis_is_service_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Port 1 refuses at once. Celery's result consumer retries for ~20 s by default
+    # (it rides out a Redis restart); the test shortens that to one quick retry.
+    settings = Settings(queue=QueueSettings(broker_url="redis://127.0.0.1:1/0"))
+    app = build_app(settings)
+    app.conf.result_backend_transport_options = {
+        "retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.1}
+    }
+    app.conf.task_publish_retry_policy = {"max_retries": 1, "interval_start": 0}
+    monkeypatch.setattr(client, "client_app", lambda settings=None: app)
+    with pytest.raises(ServiceUnavailable):
+        client.enqueue_enhancement("text", settings=settings)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        TemplateNotFound("unknown template 'x'", {"template_id": "x"}),
+        RequestInvalid("invalid SummaryRequest: text", {"errors": [{"loc": ["text"]}]}),
+        TextTooLong("text has 9 characters", {"chars": 9, "limit": 5}),
+    ],
+)
+def test_typed_errors_survive_celerys_json_backend(exc: StructsumError) -> None:
+    """The exact path a worker failure takes: prepare -> JSON -> exception_to_python.
+
+    celery 5.7 only rebuilds classes from modules the client has imported and
+    that really are exceptions; structsum.client imports structsum.errors.
+    """
+    backend = client.client_app(Settings()).backend
+    stored = json.loads(json.dumps(backend.prepare_exception(exc)))
+    assert stored["exc_module"] == "structsum.errors"
+    rebuilt = backend.exception_to_python(stored)
+    assert type(rebuilt) is type(exc)
+    assert rebuilt.message == exc.message
+    assert rebuilt.details == exc.details
+    assert rebuilt.hint == exc.hint

@@ -1,0 +1,209 @@
+"""Tasks run eagerly over a fake engine: payload -> processor -> JSON, typed failures, retries."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import structsum.tasks as tasks
+from celery.exceptions import ImproperlyConfigured
+from structsum.config import QueueSettings, Settings
+from structsum.errors import (
+    EngineError,
+    EngineUnavailable,
+    InputError,
+    OutputInvalid,
+    RequestInvalid,
+    ServiceUnavailable,
+    StructsumError,
+    TemplateError,
+    TemplateNotFound,
+)
+from structsum.models import EnhancementResult, SummaryResult
+from structsum.processors.engine import GenerationRequest
+from structsum.service.runtime import WorkerRuntime
+
+from tests.fakes import FakeEngine
+
+EXAMPLE = (
+    Path(__file__).parents[1] / "schemas" / "generic_summary_v1" / "example.json"
+).read_text()
+TEXT = "Alice: we ship on Friday. Bob: I write the release notes. Carol: QA signs off Thursday."
+
+
+def answer(request: GenerationRequest) -> tuple[str, str]:
+    """Guided requests get the template's example, unguided ones cleaned-up text."""
+    return (EXAMPLE, "stop") if request.guide is not None else ("Clean text.", "stop")
+
+
+@pytest.fixture
+def runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[WorkerRuntime]:
+    rt = WorkerRuntime(Settings(queue=QueueSettings(metrics_port=None)))
+    rt.start(FakeEngine(answer))
+    monkeypatch.setattr(tasks, "runtime", lambda: rt)
+    yield rt
+    rt.stop()
+
+
+def counter(rt: WorkerRuntime, name: str, **labels: str) -> float:
+    return rt.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def test_enhance_returns_the_result_as_json(runtime: WorkerRuntime) -> None:
+    outcome = tasks.enhance_task.apply(kwargs={"text": TEXT})
+    assert outcome.successful()
+    payload = outcome.get()
+    json.dumps(payload)
+    assert EnhancementResult.model_validate(payload).text == "Clean text."
+    assert (
+        counter(runtime, "structsum_jobs_total", task="structsum.enhance", outcome="success") == 1
+    )
+
+
+def test_summarize_returns_a_valid_summary(runtime: WorkerRuntime) -> None:
+    payload = tasks.summarize_task.apply(
+        kwargs={"text": TEXT, "template_id": "generic_summary_v1"}
+    ).get()
+    result = SummaryResult.model_validate(payload)
+    assert result.valid
+    assert result.data == json.loads(EXAMPLE)
+    assert result.enhancement is None
+
+
+def test_enhance_and_summarize_always_enhances(runtime: WorkerRuntime) -> None:
+    payload = tasks.enhance_and_summarize_task.apply(
+        kwargs={"text": TEXT, "template_id": "generic_summary_v1", "enhance": False}
+    ).get()
+    result = SummaryResult.model_validate(payload)
+    assert result.enhancement is not None
+    assert result.enhancement.text == "Clean text."
+    engine = runtime.engine
+    assert isinstance(engine, FakeEngine)
+    summary_prompt = engine.requests[-1].messages[-1]["content"]
+    assert "Clean text." in summary_prompt
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"template_id": "generic_summary_v1"}, RequestInvalid),
+        ({"text": 42, "template_id": "generic_summary_v1"}, RequestInvalid),
+        ({"text": TEXT, "template_id": "generic_summary_v1", "variables": [1]}, RequestInvalid),
+        ({"text": TEXT, "template_id": "no_such_template"}, TemplateNotFound),
+    ],
+)
+def test_bad_payloads_fail_with_typed_errors(
+    runtime: WorkerRuntime, kwargs: dict[str, Any], error: type[StructsumError]
+) -> None:
+    outcome = tasks.summarize_task.apply(kwargs=kwargs)
+    assert outcome.failed()
+    with pytest.raises(error):
+        outcome.get()
+    code = error.__name__
+    assert counter(runtime, "structsum_errors_total", task="structsum.summarize", code=code) == 1
+    assert not runtime.engine.requests  # type: ignore[attr-defined]
+
+
+def test_positional_args_are_refused(runtime: WorkerRuntime) -> None:
+    with pytest.raises(RequestInvalid):
+        tasks.enhance_task.apply(args=(TEXT,)).get()
+
+
+def test_outages_are_retried_then_succeed(
+    runtime: WorkerRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failures = iter([EngineError("transient"), EngineError("transient again")])
+
+    def flaky(request: GenerationRequest) -> tuple[str, str]:
+        exc = next(failures, None)
+        if exc is not None:
+            raise exc
+        return answer(request)
+
+    monkeypatch.setattr(runtime.engine, "_responder", flaky)
+    outcome = tasks.enhance_task.apply(kwargs={"text": TEXT})
+    assert outcome.successful()
+    assert (
+        counter(runtime, "structsum_retries_total", task="structsum.enhance", code="EngineError")
+        == 2
+    )
+
+
+def test_input_errors_are_never_retried(runtime: WorkerRuntime) -> None:
+    with pytest.raises(TemplateNotFound):
+        tasks.summarize_task.apply(kwargs={"text": TEXT, "template_id": "nope"}).get()
+    assert (
+        counter(
+            runtime, "structsum_retries_total", task="structsum.summarize", code="TemplateNotFound"
+        )
+        == 0
+    )
+
+
+def test_a_dead_engine_stops_the_worker(
+    runtime: WorkerRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from celery.worker import state
+
+    monkeypatch.setattr(state, "should_stop", None)
+
+    def dead(_: GenerationRequest) -> tuple[str, str]:
+        raise EngineUnavailable("the vLLM engine died")
+
+    monkeypatch.setattr(runtime.engine, "_responder", dead)
+    with pytest.raises(EngineUnavailable):
+        tasks.enhance_task.apply(kwargs={"text": TEXT}).get()
+    assert state.should_stop is not None
+    # retried up to the limit, then failed for good
+    assert (
+        counter(
+            runtime, "structsum_retries_total", task="structsum.enhance", code="EngineUnavailable"
+        )
+        == tasks.MAX_RETRIES
+    )
+
+
+def test_retry_policy_covers_outages_only() -> None:
+    retried = tasks.retryable_errors()
+    assert EngineError in retried and ServiceUnavailable in retried
+    for cls in retried:
+        assert cls.retryable
+    for cls in (InputError, TemplateError, OutputInvalid):
+        assert not issubclass(cls, retried)
+    assert tasks.summarize_task.autoretry_for == retried
+    assert StructsumError in tasks.summarize_task.throws
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    found = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_all_subclasses(sub)]
+    return found
+
+
+def test_no_input_error_hides_under_a_retryable_class() -> None:
+    for cls in _all_subclasses(StructsumError):
+        if issubclass(cls, tasks.retryable_errors()):
+            assert cls.retryable, f"{cls.__name__} would be retried but says it is not retryable"
+
+
+def test_tasks_are_registered_by_name() -> None:
+    for name in ("structsum.enhance", "structsum.summarize", "structsum.enhance_and_summarize"):
+        assert name in tasks.app.tasks
+
+
+@pytest.mark.parametrize("pool", ["prefork", "eventlet", "gevent"])
+def test_pools_that_cannot_share_one_engine_are_refused(pool: str) -> None:
+    sender = SimpleNamespace(app=tasks.app, pool_cls=pool, concurrency=4)
+    with pytest.raises(ImproperlyConfigured, match="threads"):
+        tasks._load_engine(sender=sender)
+
+
+def test_pool_names() -> None:
+    assert tasks.pool_name("threads") == "threads"
+    assert tasks.pool_name("solo") == "solo"
+    assert tasks.pool_name("prefork") == "prefork"
