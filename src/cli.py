@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from structsum.commands.service import app as service_app
 from structsum.commands.templates import app as templates_app
 from structsum.config import get_settings
 from structsum.errors import InputError, InputUnreadable, StructsumError, TextNotUtf8
@@ -29,6 +30,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(templates_app, name="templates", help="List, check and show templates.")
+# worker, enqueue, result, stats: the queue side, at the top level.
+app.add_typer(service_app)
 err = Console(stderr=True)
 
 
