@@ -1,0 +1,60 @@
+"""Summary through the real bundled model: valid JSON for the full schema, every time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from structsum.config import Settings
+from structsum.models import SummaryRequest
+from structsum.processors.summary import summarize
+
+SAMPLE = Path(__file__).resolve().parents[2] / "scripts" / "samples" / "meeting.txt"
+
+pytestmark = pytest.mark.engine
+
+
+def test_sample_meeting_summary_is_valid(engine: Any, settings: Settings) -> None:
+    request = SummaryRequest(text=SAMPLE.read_text(), template_id="generic_summary_v1")
+    result = summarize(request, engine=engine, settings=settings)
+    schema = json.loads((settings.templates_dir / "generic_summary_v1/schema.json").read_text())
+    assert result.valid, result.attempts
+    jsonschema.validate(result.data, schema)
+    assert result.attempts[-1].finish_reason == "stop"
+    assert result.usage.completion_tokens == sum(a.usage.completion_tokens for a in result.attempts)
+    assert result.chunks == 1
+
+
+def test_enhance_then_summarize(engine: Any, settings: Settings) -> None:
+    request = SummaryRequest(
+        text="um so the team uh agreed to move the release to wednesday, Tom fixes login",
+        template_id="generic_summary_v1",
+        enhance=True,
+    )
+    result = summarize(request, engine=engine, settings=settings)
+    assert result.enhancement is not None and result.enhancement.text.strip()
+    assert result.valid, result.attempts
+    assert result.usage.prompt_tokens > 0
+
+
+def test_text_longer_than_the_context_is_condensed_then_summarized(
+    engine: Any, settings: Settings
+) -> None:
+    small = settings.model_copy(
+        update={"engine": settings.engine.model_copy(update={"max_model_len": 1024})}
+    )
+    text = "\n\n".join([SAMPLE.read_text()] * 4)
+    assert engine.count_tokens(text) > 1024
+    # The running engine has a larger context; budgeting for 1024 must still keep
+    # every prompt plus its answer under 1024 tokens and produce a valid summary.
+    result = summarize(
+        SummaryRequest(text=text, template_id="generic_summary_v1"), engine=engine, settings=small
+    )
+    assert result.chunks > 1
+    assert result.valid, result.attempts
+    for attempt in result.attempts:
+        assert attempt.usage.prompt_tokens + attempt.usage.completion_tokens <= 1024
