@@ -1,0 +1,426 @@
+#!/usr/bin/env python3
+"""Template benchmark: schema-valid rate, attempts and time per template and decoding variant.
+
+Each template summarizes every input text through the real pipeline
+(``structsum.processors.summary.summarize``: prompt, guided decoding, validation
+against the FULL schema, retries per policy) on one in-process engine. Requests of
+an arm run concurrently so the engine batches them, as a worker would.
+
+Decoding variants (the policy's ``[simplify]`` table is replaced; ``[retry]`` stays):
+
+* ``policy``   - simplification on: the template's shipped policy.
+* ``full``     - simplification off: decode with the full schema as written. Only
+  what vLLM refuses for xgrammar is dropped (``uniqueItems``, ``contains``,
+  ``multipleOf``, and length bounds next to ``pattern``/``format``); no added caps,
+  no ``additionalProperties``/``required`` changes, ``$ref`` kept.
+* ``uncapped`` - the shipped policy without any ``maxItems``/``maxLength`` in the
+  grammar (the GPU fast path of DESIGN.md section 5); the full schema still validates.
+* ``unguided`` - no constraint at all (mode ``none``); validation only.
+
+Commands (this 2-core box; take the engine lock, one engine at a time):
+
+    flock /tmp/structsum-engine.lock python scripts/benchmark_templates.py \\
+        --variants policy full --limit 24
+
+    # a quick look at one template
+    flock /tmp/structsum-engine.lock python scripts/benchmark_templates.py \\
+        --templates generic_summary_v1 --variants policy --limit 4
+
+Writes ``results/templates-<date>.json`` (arguments, machine, versions, per-arm
+metrics and every request's attempts) and prints a table. Exit status 1 if any
+request failed with an exception (an invalid summary is a measurement, not a failure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from structsum.bench.report import (
+    base_report,
+    fmt,
+    fmt_share,
+    parse_metadata,
+    print_table,
+    report_filename,
+    write_report,
+)
+from structsum.bench.stats import mean, percentile
+from structsum.config import Settings
+from structsum.models import SummaryRequest, SummaryResult
+from structsum.processors.policy import Policy, SimplifyPolicy
+from structsum.processors.templates import list_templates, load_template
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_INPUTS = REPO_ROOT / "tests" / "data" / "inputs"
+# What vLLM's xgrammar backend refuses outright (has_xgrammar_unsupported_json_features);
+# the "full" variant drops only these, so that it runs at all.
+BACKEND_REFUSED = ("uniqueItems", "contains", "minContains", "maxContains", "multipleOf")
+GOAL_VALID_SHARE = 0.99
+
+log = logging.getLogger("benchmark_templates")
+
+
+# --- variants ----------------------------------------------------------------------------
+
+
+def _full(policy: Policy) -> Policy:
+    simplify = SimplifyPolicy(
+        mode="json_schema",
+        inline_refs=False,
+        drop_keywords=list(BACKEND_REFUSED),
+        additional_properties_false=False,
+        require_all=False,
+    )
+    return policy.model_copy(update={"simplify": simplify})
+
+
+def _uncapped(policy: Policy) -> Policy:
+    simplify = policy.simplify.model_copy(
+        update={"strip_caps": True, "max_items": None, "max_string_length": None}
+    )
+    return policy.model_copy(update={"simplify": simplify})
+
+
+def _unguided(policy: Policy) -> Policy:
+    return policy.model_copy(update={"simplify": SimplifyPolicy(mode="none")})
+
+
+VARIANTS: dict[str, Callable[[Policy], Policy]] = {
+    "policy": lambda policy: policy,
+    "full": _full,
+    "uncapped": _uncapped,
+    "unguided": _unguided,
+}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def policy_toml(policy: Policy) -> str:
+    """``policy`` as policy.toml text (``None`` fields are left out: they are defaults)."""
+    data = policy.model_dump(mode="json")
+    lines = [
+        f"{k} = {_toml_value(v)}"
+        for k, v in data.items()
+        if not isinstance(v, dict) and v is not None
+    ]
+    for table, values in data.items():
+        if isinstance(values, dict):
+            lines.append(f"\n[{table}]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def variant_templates_dir(root: Path, templates_dir: Path, template_id: str, variant: str) -> Path:
+    """A templates dir holding ``template_id`` with the variant's policy.toml."""
+    target = root / variant
+    if not (target / template_id).exists():
+        shutil.copytree(templates_dir / template_id, target / template_id)
+        policy = VARIANTS[variant](load_template(templates_dir, template_id).policy)
+        (target / template_id / "policy.toml").write_text(policy_toml(policy), encoding="utf-8")
+        load_template(target, template_id)  # refuse a variant that does not load, now
+    return target
+
+
+# --- running ------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    """One summary request: what came back, or the exception that stopped it."""
+
+    template_id: str
+    variant: str
+    input_name: str
+    latency_s: float
+    valid: bool = False
+    attempts: int = 0
+    valid_first: bool = False
+    temperatures: list[float] = field(default_factory=list)
+    finish_reasons: list[str | None] = field(default_factory=list)
+    completion_tokens: int = 0
+    prompt_tokens: int = 0
+    chunks: int = 1
+    errors: list[str] = field(default_factory=list)
+    attempt_errors: list[list[str]] = field(default_factory=list)
+    failure: str | None = None
+    data: dict[str, Any] | None = None
+
+
+def _sample(template_id: str, variant: str, name: str, result: SummaryResult) -> Sample:
+    return Sample(
+        template_id=template_id,
+        variant=variant,
+        input_name=name,
+        latency_s=result.elapsed_s,
+        valid=result.valid,
+        attempts=len(result.attempts),
+        valid_first=bool(result.attempts) and result.attempts[0].valid,
+        temperatures=[a.temperature for a in result.attempts],
+        finish_reasons=[a.finish_reason for a in result.attempts],
+        completion_tokens=result.usage.completion_tokens,
+        prompt_tokens=result.usage.prompt_tokens,
+        chunks=result.chunks,
+        errors=result.errors,
+        attempt_errors=[a.errors for a in result.attempts],
+        data=result.data,
+    )
+
+
+def run_arm(
+    *,
+    engine: Any,
+    settings: Settings,
+    template_id: str,
+    variant: str,
+    inputs: Sequence[tuple[str, str]],
+    concurrency: int,
+) -> tuple[list[Sample], float]:
+    """All inputs through one (template, variant) arm at once; (samples, wall seconds)."""
+    from structsum.processors.summary import summarize
+
+    def one(name: str, text: str) -> Sample:
+        started = time.perf_counter()
+        request = SummaryRequest(text=text, template_id=template_id)
+        try:
+            result = summarize(request, engine=engine, settings=settings)
+        except Exception as exc:  # a benchmark records every failure and goes on (exit 1)
+            log.warning("%s/%s %s failed: %s", template_id, variant, name, exc)
+            return Sample(
+                template_id,
+                variant,
+                name,
+                time.perf_counter() - started,
+                failure=f"{type(exc).__name__}: {exc}",
+            )
+        sample = _sample(template_id, variant, name, result)
+        log.info(
+            "%s/%s %s: valid=%s attempts=%d %.1fs",
+            template_id,
+            variant,
+            name,
+            sample.valid,
+            sample.attempts,
+            sample.latency_s,
+        )
+        return sample
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        samples = list(pool.map(lambda item: one(*item), inputs))
+    return samples, time.perf_counter() - started
+
+
+# --- metrics ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArmMetrics:
+    template_id: str
+    variant: str
+    requests: int
+    failed_requests: int
+    valid_first_share: float
+    valid_final_share: float
+    mean_attempts: float
+    truncated_attempts: int
+    mean_completion_tokens: float
+    mean_latency_s: float
+    p90_latency_s: float
+    wall_s: float
+    output_tok_per_s: float
+
+
+def compute_metrics(
+    template_id: str, variant: str, samples: Sequence[Sample], wall_s: float
+) -> ArmMetrics:
+    done = [s for s in samples if s.failure is None]
+    n = len(samples)
+    tokens = sum(s.completion_tokens for s in done)
+    return ArmMetrics(
+        template_id=template_id,
+        variant=variant,
+        requests=n,
+        failed_requests=n - len(done),
+        # Failed requests count as not valid: the share is of all requests sent.
+        valid_first_share=sum(s.valid_first for s in done) / n if n else float("nan"),
+        valid_final_share=sum(s.valid for s in done) / n if n else float("nan"),
+        mean_attempts=mean([float(s.attempts) for s in done]),
+        truncated_attempts=sum(r == "length" for s in done for r in s.finish_reasons),
+        mean_completion_tokens=mean([float(s.completion_tokens) for s in done]),
+        mean_latency_s=mean([s.latency_s for s in done]),
+        p90_latency_s=percentile([s.latency_s for s in done], 90),
+        wall_s=wall_s,
+        output_tok_per_s=tokens / wall_s if wall_s > 0 else float("nan"),
+    )
+
+
+# --- report -------------------------------------------------------------------------------
+
+COLUMNS = (
+    "template",
+    "variant",
+    "n",
+    "valid@1",
+    "valid final",
+    "attempts",
+    "cut",
+    "tok/req",
+    "mean s",
+    "p90 s",
+    "wall s",
+    "tok/s",
+)
+
+
+def table_rows(metrics: Sequence[ArmMetrics]) -> list[list[str]]:
+    return [
+        [
+            m.template_id,
+            m.variant,
+            str(m.requests) + (f" ({m.failed_requests} failed)" if m.failed_requests else ""),
+            fmt_share(m.valid_first_share),
+            fmt_share(m.valid_final_share),
+            fmt(m.mean_attempts, 2),
+            str(m.truncated_attempts),
+            fmt(m.mean_completion_tokens, 0),
+            fmt(m.mean_latency_s),
+            fmt(m.p90_latency_s),
+            fmt(m.wall_s),
+            fmt(m.output_tok_per_s),
+        ]
+        for m in metrics
+    ]
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+def load_inputs(directory: Path, limit: int | None) -> list[tuple[str, str]]:
+    paths = sorted(directory.glob("*.txt"))
+    if not paths:
+        raise SystemExit(f"no .txt inputs in {directory}")
+    return [(p.stem, p.read_text(encoding="utf-8")) for p in paths[:limit]]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--templates", nargs="+", default=None, help="template ids; default: every template"
+    )
+    parser.add_argument("--templates-dir", type=Path, default=None, help="default: settings")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=sorted(VARIANTS),
+        default=["policy", "full"],
+        help="decoding variants (see above); default: policy full",
+    )
+    parser.add_argument("--inputs-dir", type=Path, default=DEFAULT_INPUTS)
+    parser.add_argument(
+        "--limit", type=int, default=None, help="first N inputs (sorted by name); default: all"
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=8,
+        help="requests in flight per arm (the engine batches them); default 8",
+    )
+    parser.add_argument("--result-dir", type=Path, default=REPO_ROOT / "results")
+    parser.add_argument("--result-filename", default=None, help="default: templates-<date>.json")
+    parser.add_argument(
+        "--metadata", nargs="*", default=None, metavar="KEY=VALUE", help="stored in the report"
+    )
+    parser.add_argument(
+        "--no-data", action="store_true", help="leave the summaries themselves out of the JSON"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    metadata = parse_metadata(args.metadata)
+    settings = Settings()
+    templates_dir = args.templates_dir or settings.templates_dir
+    template_ids = args.templates or list_templates(templates_dir)
+    inputs = load_inputs(args.inputs_dir, args.limit)
+
+    from structsum.processors.engine import close_engine, load_engine
+
+    report = base_report(
+        "templates",
+        arguments={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        model=settings.engine.model or "bundled SmolLM2-135M-Instruct",
+        metadata=metadata,
+    )
+    report["notes"].append(
+        "valid = the answer satisfies the template's FULL schema; valid@1 on the first "
+        "attempt; failed requests count as invalid"
+    )
+    started = time.perf_counter()
+    engine = load_engine(settings.engine, settings.cache_dir)
+    report["engine_start_s"] = time.perf_counter() - started
+    metrics: list[ArmMetrics] = []
+    samples: dict[str, list[Sample]] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="structsum-bench-") as tmp:
+            for template_id in template_ids:
+                for variant in args.variants:
+                    arm_dir = variant_templates_dir(Path(tmp), templates_dir, template_id, variant)
+                    arm_settings = settings.model_copy(update={"templates_dir": arm_dir})
+                    arm, wall = run_arm(
+                        engine=engine,
+                        settings=arm_settings,
+                        template_id=template_id,
+                        variant=variant,
+                        inputs=inputs,
+                        concurrency=args.concurrency,
+                    )
+                    metrics.append(compute_metrics(template_id, variant, arm, wall))
+                    print_table("so far", COLUMNS, table_rows(metrics[-1:]))
+                    if args.no_data:
+                        for sample in arm:
+                            sample.data = None
+                    samples[f"{template_id}:{variant}"] = arm
+    finally:
+        close_engine()
+
+    report["results"] = metrics
+    report["samples"] = samples
+    report["goal_valid_share"] = GOAL_VALID_SHARE
+    path = write_report(
+        report, args.result_dir, args.result_filename or report_filename("templates")
+    )
+    print_table(
+        f"templates over {len(inputs)} inputs ({settings.engine.model or 'bundled 135M'})",
+        COLUMNS,
+        table_rows(metrics),
+    )
+    print(f"report: {path}")
+    return 1 if any(m.failed_requests for m in metrics) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
