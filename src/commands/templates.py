@@ -2,7 +2,9 @@
 
 ``check`` is the gate a template author runs before shipping: everything loading
 checks (schema, example, policy, prompt), plus the decoding side - the simplified
-schema compiles in xgrammar the way vLLM compiles it and accepts the example.
+schema keeps the example, vLLM does not refuse it for xgrammar (when xgrammar is
+the configured backend), and xgrammar compiles it the way vLLM does and accepts
+the example.
 Problems are printed as one line each and the exit status is 1; never a traceback.
 """
 
@@ -10,10 +12,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
 from structsum.config import get_settings
 from structsum.errors import StructsumError, TemplateError
 from structsum.processors.templates import (
@@ -33,7 +37,18 @@ def _templates_dir() -> Path:
     return get_settings().templates_dir
 
 
-def decoding_problems(template: Template) -> list[str]:
+def _vllm_refuses(schema: dict[str, Any]) -> bool | None:
+    """vLLM's own test for schemas its xgrammar backend refuses; None without vLLM."""
+    try:
+        from vllm.v1.structured_output.backend_xgrammar import (
+            has_xgrammar_unsupported_json_features,
+        )
+    except ImportError:
+        return None
+    return bool(has_xgrammar_unsupported_json_features(schema))
+
+
+def decoding_problems(template: Template, *, backend: str) -> list[str]:
     """What keeps the decoder from producing output like the template's own example."""
     decoding = template.decoding
     if decoding.schema is None or decoding.mode != "json_schema":
@@ -42,6 +57,11 @@ def decoding_problems(template: Template) -> list[str]:
         f"example is outside the decoding schema: {error}"
         for error in validate_instance(decoding.schema, template.example)
     ]
+    if backend == "xgrammar" and _vllm_refuses(decoding.schema):
+        problems.append(
+            "vLLM refuses the decoding schema for xgrammar (e.g. uniqueItems, contains, "
+            "multipleOf): add them to [simplify] drop_keywords"
+        )
     if not grammar_accepts(decoding.schema, template.example):
         problems.append(
             "xgrammar rejects the example under the decoding schema "
@@ -87,7 +107,9 @@ def check_command(
     template_id: str | None = typer.Argument(None, help="one template id; default: all"),
 ) -> None:
     """Validate schema, example, policy, prompt and the decoding grammar; exit 1 on problems."""
-    directory = _templates_dir()
+    settings = get_settings()
+    directory = settings.templates_dir
+    backend = settings.engine.structured_output_backend
     ids = [template_id] if template_id else list_templates(directory)
     if not ids:
         err.print(f"no templates in {directory}")
@@ -95,7 +117,7 @@ def check_command(
     failed = 0
     for tid in ids:
         try:
-            problems = decoding_problems(load_template(directory, tid))
+            problems = decoding_problems(load_template(directory, tid), backend=backend)
         except StructsumError as exc:
             problems = [f"{exc.code}: {exc.message}"]
         if problems:

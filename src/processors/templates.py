@@ -27,6 +27,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from pydantic import ValidationError
+
 from structsum.errors import (
     ExampleInvalid,
     PromptRenderError,

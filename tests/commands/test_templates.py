@@ -4,9 +4,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from structsum.commands.templates import app
 from structsum.config import Settings, get_settings
-from typer.testing import CliRunner
 
 SHIPPED_DIR = Settings().templates_dir
 runner = CliRunner()
@@ -93,6 +94,17 @@ def test_check_catches_an_example_beyond_the_policy_caps(templates_dir: Path) ->
     result = runner.invoke(app, ["check", "generic_summary_v1"])
     assert result.exit_code == 1
     assert "example is outside the decoding schema: $.key_points" in result.output
+
+
+def test_check_catches_a_decoding_schema_vllm_refuses(templates_dir: Path) -> None:
+    pytest.importorskip("vllm")
+    # meeting_minutes_v1 has uniqueItems on attendees; its policy drops it. Keep it:
+    (templates_dir / "meeting_minutes_v1" / "policy.toml").write_text(
+        "[simplify]\ndrop_keywords = ['pattern']\nmax_items = 5\nmax_string_length = 160\n"
+    )
+    result = runner.invoke(app, ["check", "meeting_minutes_v1"])
+    assert result.exit_code == 1
+    assert "vLLM refuses the decoding schema" in result.output
 
 
 def test_show_prints_policy_changes_and_decoding_schema(templates_dir: Path) -> None:

@@ -2,6 +2,7 @@ import tomllib
 
 import pytest
 from pydantic import ValidationError
+
 from structsum.processors.policy import (
     DEFAULT_DROP_KEYWORDS,
     SAFE_TO_DROP,

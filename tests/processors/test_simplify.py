@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
 from jsonschema import Draft202012Validator
+
 from structsum.config import Settings
 from structsum.errors import SchemaInvalid
 from structsum.processors.policy import SAFE_TO_DROP, SimplifyPolicy

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
+
 from structsum.config import Settings
 from structsum.processors.simplify import simplify_schema
 from structsum.processors.templates import (
