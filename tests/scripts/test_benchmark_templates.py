@@ -1,0 +1,122 @@
+"""benchmark_templates.py without an engine: variants, policy files, metrics, one fake arm."""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from structsum.config import Settings
+from structsum.processors.policy import Policy
+from structsum.processors.templates import list_templates, load_template
+from tests.fakes import FakeEngine
+from tests.scripts.conftest import load_script
+
+TEMPLATES_DIR = Settings().templates_dir
+
+
+@pytest.fixture(scope="module")
+def script() -> ModuleType:
+    return load_script("benchmark_templates")
+
+
+@pytest.mark.parametrize("template_id", list_templates(TEMPLATES_DIR))
+def test_every_variant_writes_a_loadable_policy(
+    script: ModuleType, template_id: str, tmp_path: Path
+) -> None:
+    shipped = load_template(TEMPLATES_DIR, template_id).policy
+    for variant, make in script.VARIANTS.items():
+        expected = make(shipped)
+        assert Policy.model_validate(tomllib.loads(script.policy_toml(expected))) == expected
+        directory = script.variant_templates_dir(tmp_path, TEMPLATES_DIR, template_id, variant)
+        assert load_template(directory, template_id).policy == expected
+
+
+def test_full_variant_decodes_the_schema_as_written_minus_what_vllm_refuses(
+    script: ModuleType, tmp_path: Path
+) -> None:
+    directory = script.variant_templates_dir(tmp_path, TEMPLATES_DIR, "meeting_minutes_v1", "full")
+    template = load_template(directory, "meeting_minutes_v1")
+    assert template.decoding.changes == ["dropped uniqueItems at $.properties.attendees"]
+    directory = script.variant_templates_dir(tmp_path, TEMPLATES_DIR, "document_brief_v1", "full")
+    assert (
+        load_template(directory, "document_brief_v1").decoding.schema
+        == load_template(TEMPLATES_DIR, "document_brief_v1").schema
+    )
+
+
+def test_uncapped_variant_has_no_caps_in_the_grammar(script: ModuleType, tmp_path: Path) -> None:
+    directory = script.variant_templates_dir(
+        tmp_path, TEMPLATES_DIR, "generic_summary_v1", "uncapped"
+    )
+    schema = load_template(directory, "generic_summary_v1").decoding.schema
+    assert "maxItems" not in json.dumps(schema) and "maxLength" not in json.dumps(schema)
+
+
+def sample(script: ModuleType, **kwargs: object) -> object:
+    base: dict[str, object] = {
+        "template_id": "t",
+        "variant": "policy",
+        "input_name": "x",
+        "latency_s": 2.0,
+    }
+    return script.Sample(**{**base, **kwargs})
+
+
+def test_metrics_count_failures_as_invalid(script: ModuleType) -> None:
+    samples = [
+        sample(script, valid=True, valid_first=True, attempts=1, completion_tokens=100,
+               finish_reasons=["stop"]),
+        sample(script, valid=True, valid_first=False, attempts=2, completion_tokens=300,
+               finish_reasons=["length", "stop"], latency_s=4.0),
+        sample(script, failure="EngineError: boom"),
+    ]  # fmt: skip
+    metrics = script.compute_metrics("t", "policy", samples, wall_s=10.0)
+    assert metrics.requests == 3 and metrics.failed_requests == 1
+    assert metrics.valid_first_share == pytest.approx(1 / 3)
+    assert metrics.valid_final_share == pytest.approx(2 / 3)
+    assert metrics.mean_attempts == 1.5
+    assert metrics.truncated_attempts == 1
+    assert metrics.output_tok_per_s == 40.0
+    assert metrics.mean_latency_s == 3.0
+    empty = script.compute_metrics("t", "policy", [], wall_s=0.0)
+    assert math.isnan(empty.valid_final_share)
+    assert script.table_rows([metrics])[0][2] == "3 (1 failed)"
+
+
+def test_one_arm_through_the_real_pipeline_with_a_fake_engine(
+    script: ModuleType, tmp_path: Path
+) -> None:
+    template = load_template(TEMPLATES_DIR, "generic_summary_v1")
+    directory = script.variant_templates_dir(tmp_path, TEMPLATES_DIR, template.id, "policy")
+    settings = Settings().model_copy(update={"templates_dir": directory})
+    inputs = [("first", "first text to summarize"), ("second", "second text")]
+    engine = FakeEngine(lambda r: (json.dumps(template.example), "stop"))
+    samples, wall = script.run_arm(
+        engine=engine,
+        settings=settings,
+        template_id=template.id,
+        variant="policy",
+        inputs=inputs,
+        concurrency=2,
+    )
+    assert [s.input_name for s in samples] == ["first", "second"]
+    assert all(s.valid and s.valid_first and s.attempts == 1 for s in samples)
+    assert wall > 0
+    bad = FakeEngine(lambda r: ('{"title": "x"}', "stop"))
+    samples, _ = script.run_arm(
+        engine=bad,
+        settings=settings,
+        template_id=template.id,
+        variant="policy",
+        inputs=inputs[:1],
+        concurrency=1,
+    )
+    assert not samples[0].valid
+    assert samples[0].attempts == template.policy.retry.attempts
+    assert samples[0].temperatures == template.policy.retry.temperatures
+    assert samples[0].failure is None
