@@ -400,6 +400,9 @@ class Runner:
             e2e_ms=(time.perf_counter() - started) * 1000.0,
             itl_ms=itl,
             finish_reason=finish,
+            # vLLM aborts a request whose grammar fails to compile (outlines' regex
+            # timeout, say) without raising: it ends with no tokens. That is a failure.
+            error=None if tokens and finish != "abort" else f"no output (finish={finish})",
         )
         return sample, "".join(text)
 

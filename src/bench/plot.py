@@ -80,6 +80,9 @@ def plot_reports(reports: Sequence[Mapping[str, Any]], output: Path) -> Path:
             style = {"color": "black", "linewidth": 2.0} if name == "unguided" else {}
             axis.plot(xs, ys, marker="o", label=name, **style)
         axis.set_xscale("log", base=2)
+        sizes = sorted({x for points in lines.values() for x, _ in points})
+        axis.set_xticks(sizes, [str(size) for size in sizes])
+        axis.minorticks_off()
         axis.set_xlabel("batch size (concurrent requests)")
         axis.set_ylabel("output tokens/s")
         axis.set_title(f"{machine_label(report)}: {backend}", fontsize=9)
