@@ -121,9 +121,17 @@ def condense(
     )
     usage = Usage()
     first_round_chunks = 1
+    previous_tokens: int | None = None
     for round_index in range(budget.max_condense_rounds):
-        if engine.count_tokens(text) <= allowance:
+        tokens = engine.count_tokens(text)
+        if tokens <= allowance:
             return text, first_round_chunks, usage
+        if previous_tokens is not None and tokens >= previous_tokens:
+            raise TextTooLong(
+                f"condensing does not shrink the text ({previous_tokens} -> {tokens} tokens)",
+                {"tokens": tokens, "allowance": allowance},
+            )
+        previous_tokens = tokens
         chunks = split_text(
             text,
             max_tokens=chunk_tokens,
@@ -191,6 +199,12 @@ def summarize(request: SummaryRequest, *, engine: Engine, settings: Settings) ->
         max_model_len=max_model_len,
         budget=settings.budget,
     )
+    if allowance <= 0:
+        raise TextTooLong(
+            f"template {template.id!r}: its prompt ({overhead} tokens) and output reserve leave "
+            f"no room for text within max_model_len={max_model_len}",
+            {"prompt_tokens": overhead, "max_model_len": max_model_len},
+        )
     text, chunks, usage = condense(text, allowance=allowance, engine=engine, settings=settings)
     messages = render(text)
 

@@ -231,3 +231,12 @@ def test_shipped_generic_template_is_used_by_default_settings() -> None:
     )
     assert result.valid, result.errors
 
+
+
+def test_context_too_small_for_the_prompt_is_a_clear_error(tmp_path: Path) -> None:
+    make_template(tmp_path)
+    settings = Settings(templates_dir=tmp_path, engine=EngineSettings(max_model_len=256))
+    engine = FakeEngine([])
+    with pytest.raises(TextTooLong, match="no room for text"):
+        summarize(request(), engine=engine, settings=settings)
+    assert engine.requests == []
