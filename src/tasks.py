@@ -19,9 +19,10 @@ from typing import Any, TypeVar
 
 from celery import Task
 from celery.exceptions import ImproperlyConfigured
-from celery.signals import worker_init, worker_shutdown
+from celery.signals import celeryd_after_setup, worker_shutdown
 from celery.worker.control import inspect_command
 from pydantic import BaseModel
+
 from structsum.config import Settings, get_settings
 from structsum.errors import EngineUnavailable, StructsumError
 from structsum.models import (
@@ -108,10 +109,7 @@ def _run(
     process: Callable[[RequestT, Engine, Settings], ResultT],
 ) -> dict[str, Any]:
     rt = runtime()
-    enqueued_at = task.request.get(ENQUEUED_AT_HEADER)
-    with rt.metrics.job(
-        task.name, enqueued_at=float(enqueued_at) if enqueued_at is not None else None
-    ):
+    with rt.metrics.job(task.name, enqueued_at=_enqueued_at(task)):
         request = parse_request(model, args, kwargs)
         engine = rt.engine
         try:
@@ -121,6 +119,18 @@ def _run(
             raise
     rt.metrics.record_result(task.name, result)
     return result.model_dump(mode="json")
+
+
+def _enqueued_at(task: Task) -> float | None:
+    """The client's enqueue time; a foreign sender may omit it or send junk (no metric then)."""
+    # A worker merges message headers into the request; apply() nests them under .headers.
+    value = task.request.get(ENQUEUED_AT_HEADER)
+    if value is None:
+        value = (task.request.headers or {}).get(ENQUEUED_AT_HEADER)
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _enhance(request: EnhancementRequest, engine: Engine, settings: Settings) -> EnhancementResult:
@@ -171,12 +181,16 @@ def pool_name(pool_cls: Any) -> str:
     return f"{cls.__module__}.{cls.__name__}"
 
 
-@worker_init.connect
-def _load_engine(sender: Any = None, **_: Any) -> None:
-    """Runs once per worker process, before it consumes: the only engine load."""
-    if getattr(sender, "app", None) is not app:
+@celeryd_after_setup.connect
+def _load_engine(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    """Runs once per worker process, before it consumes: the only engine load.
+
+    ``celeryd_after_setup`` rather than ``worker_init``: logging is configured by
+    then (so the load is logged) and the consumer has not started yet.
+    """
+    if getattr(instance, "app", None) is not app:
         return
-    pool = pool_name(sender.pool_cls)
+    pool = pool_name(instance.pool_cls)
     if pool not in SHARED_ENGINE_POOLS:
         raise ImproperlyConfigured(
             f"structsum workers need a pool that shares one engine ({SHARED_ENGINE_POOLS}), "
@@ -184,13 +198,13 @@ def _load_engine(sender: Any = None, **_: Any) -> None:
         )
     rt = runtime()
     seqs = rt.settings.engine.max_num_seqs
-    if sender.concurrency < seqs:
+    if instance.concurrency < seqs:
         log.warning(
             "concurrency %s is below engine.max_num_seqs %s: the engine batch never fills",
-            sender.concurrency,
+            instance.concurrency,
             seqs,
         )
-    log.info("loading the engine once for the %s pool, concurrency %s", pool, sender.concurrency)
+    log.info("loading the engine once for the %s pool, concurrency %s", pool, instance.concurrency)
     rt.start()
 
 

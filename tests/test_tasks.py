@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import structsum.tasks as tasks
 from celery.exceptions import ImproperlyConfigured
+
+import structsum.tasks as tasks
 from structsum.config import QueueSettings, Settings
 from structsum.errors import (
     EngineError,
@@ -25,8 +27,8 @@ from structsum.errors import (
 )
 from structsum.models import EnhancementResult, SummaryResult
 from structsum.processors.engine import GenerationRequest
+from structsum.service.app import ENQUEUED_AT_HEADER
 from structsum.service.runtime import WorkerRuntime
-
 from tests.fakes import FakeEngine
 
 EXAMPLE = (
@@ -72,6 +74,18 @@ def test_summarize_returns_a_valid_summary(runtime: WorkerRuntime) -> None:
     assert result.valid
     assert result.data == json.loads(EXAMPLE)
     assert result.enhancement is None
+
+
+def test_queue_wait_from_the_enqueue_header(runtime: WorkerRuntime) -> None:
+    task = "structsum.enhance"
+    assert tasks.enhance_task.apply(kwargs={"text": TEXT}).successful()
+    junk = {ENQUEUED_AT_HEADER: "yesterday"}
+    assert tasks.enhance_task.apply(kwargs={"text": TEXT}, headers=junk).successful()
+    assert counter(runtime, "structsum_queue_wait_seconds_count", task=task) == 0
+    five_s_ago = {ENQUEUED_AT_HEADER: time.time() - 5}
+    assert tasks.enhance_task.apply(kwargs={"text": TEXT}, headers=five_s_ago).successful()
+    assert counter(runtime, "structsum_queue_wait_seconds_count", task=task) == 1
+    assert counter(runtime, "structsum_queue_wait_seconds_sum", task=task) >= 5
 
 
 def test_enhance_and_summarize_always_enhances(runtime: WorkerRuntime) -> None:
@@ -198,9 +212,9 @@ def test_tasks_are_registered_by_name() -> None:
 
 @pytest.mark.parametrize("pool", ["prefork", "eventlet", "gevent"])
 def test_pools_that_cannot_share_one_engine_are_refused(pool: str) -> None:
-    sender = SimpleNamespace(app=tasks.app, pool_cls=pool, concurrency=4)
+    instance = SimpleNamespace(app=tasks.app, pool_cls=pool, concurrency=4)
     with pytest.raises(ImproperlyConfigured, match="threads"):
-        tasks._load_engine(sender=sender)
+        tasks._load_engine(sender="w1@host", instance=instance)
 
 
 def test_pool_names() -> None:

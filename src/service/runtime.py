@@ -1,6 +1,6 @@
 """What a worker process holds: its settings, its one engine, its metrics.
 
-The engine is loaded once when the worker starts (Celery's ``worker_init``),
+The engine is loaded once when the worker starts (Celery's ``celeryd_after_setup``),
 before the worker consumes anything, and every job thread of the threads pool
 shares it; vLLM batches their requests. Nothing here is created per task.
 """
