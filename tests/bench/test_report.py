@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from structsum.bench.report import (
     REQUIRED_KEYS,
     base_report,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from jsonschema import Draft202012Validator
+
 from structsum.bench.workload import (
     BUILTIN_TEXT,
     fit_prompt,

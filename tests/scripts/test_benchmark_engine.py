@@ -8,6 +8,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
 from structsum.bench.report import REQUIRED_KEYS
 from structsum.bench.stats import RequestSample
 from structsum.bench.workload import SchemaVariant

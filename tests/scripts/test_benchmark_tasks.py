@@ -10,6 +10,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
 from structsum.bench.report import REQUIRED_KEYS
 from structsum.bench.stats import JobSample
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
 from structsum.bench.report import base_report, write_report
 
 
