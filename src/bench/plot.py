@@ -69,6 +69,11 @@ def plot_reports(reports: Sequence[Mapping[str, Any]], output: Path) -> Path:
     ]
     if not panels:
         raise ValueError("no engine results to plot (only 'engine' reports have batch sizes)")
+    # One colour per line name across every panel, so "uncapped" looks the same everywhere.
+    names = sorted({name for _, _, lines in panels for name in lines} - {"unguided"})
+    palette = plt.get_cmap("tab10")
+    colours: dict[str, Any] = {name: palette(index % 10) for index, name in enumerate(names)}
+    colours["unguided"] = "black"
     columns = min(3, len(panels))
     rows = math.ceil(len(panels) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(5.0 * columns, 3.8 * rows), squeeze=False)
@@ -77,8 +82,8 @@ def plot_reports(reports: Sequence[Mapping[str, Any]], output: Path) -> Path:
     for axis, (report, backend, lines) in zip(axes.flat, panels, strict=False):
         for name, points in sorted(lines.items(), key=lambda item: item[0] != "unguided"):
             xs, ys = zip(*points, strict=True)
-            style = {"color": "black", "linewidth": 2.0} if name == "unguided" else {}
-            axis.plot(xs, ys, marker="o", label=name, **style)
+            width = 2.0 if name == "unguided" else 1.5
+            axis.plot(xs, ys, marker="o", label=name, color=colours[name], linewidth=width)
         axis.set_xscale("log", base=2)
         sizes = sorted({x for points in lines.values() for x, _ in points})
         axis.set_xticks(sizes, [str(size) for size in sizes])
