@@ -1,0 +1,183 @@
+"""A real worker process on a private Redis DB, started once for the service tests.
+
+The worker is `python -m structsum.commands.service worker` (what `structsum worker`
+runs), with the bundled model, in its own process group so that a SIGKILL takes
+its vLLM engine processes with it. Run these tests under
+`flock /tmp/structsum-engine.lock`: each worker start loads an engine.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from structsum.config import BudgetSettings, QueueSettings, Settings
+
+REDIS = "redis://127.0.0.1:6379"
+CLAIM_KEY = "structsum-test-claim"
+# An engine start takes 30-90 s on the 2-core box (longer on a cold compile cache).
+WORKER_START_TIMEOUT_S = 240.0
+WORKER_STOP_TIMEOUT_S = 60.0
+# Small enough that the oversize test sends a modest payload.
+TEST_MAX_INPUT_CHARS = 20_000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_db() -> Iterator[int]:
+    """An empty Redis DB claimed for this run (SET NX), flushed before and after."""
+    for db in range(1, 16):
+        client = redis.Redis.from_url(f"{REDIS}/{db}")
+        if client.dbsize() == 0 and client.set(CLAIM_KEY, os.getpid(), nx=True):
+            break
+    else:
+        pytest.fail("no empty Redis DB in 1..15 for the service tests")
+    try:
+        yield db
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def service_settings(redis_db: int) -> Settings:
+    """What the client side of the tests uses; the worker gets the same via env."""
+    return Settings(
+        queue=QueueSettings(
+            broker_url=f"{REDIS}/{redis_db}",
+            key_prefix=f"sstest{os.getpid()}:",
+            metrics_port=free_port(),
+            stats_interval_s=2.0,
+        ),
+        budget=BudgetSettings(max_input_chars=TEST_MAX_INPUT_CHARS),
+    )
+
+
+def worker_env(settings: Settings, **queue_overrides: object) -> dict[str, str]:
+    queue = settings.queue.model_copy(update=queue_overrides)
+    env = dict(os.environ)
+    env.update(
+        {
+            "STRUCTSUM_QUEUE__BROKER_URL": queue.broker_url,
+            "STRUCTSUM_QUEUE__KEY_PREFIX": queue.key_prefix,
+            "STRUCTSUM_QUEUE__METRICS_PORT": str(queue.metrics_port or 0),
+            "STRUCTSUM_QUEUE__STATS_INTERVAL_S": str(queue.stats_interval_s),
+            "STRUCTSUM_QUEUE__VISIBILITY_TIMEOUT_S": str(queue.visibility_timeout_s),
+            "STRUCTSUM_QUEUE__WORKER_CONCURRENCY": str(queue.worker_concurrency),
+            "STRUCTSUM_BUDGET__MAX_INPUT_CHARS": str(settings.budget.max_input_chars),
+        }
+    )
+    return env
+
+
+@dataclass
+class WorkerProcess:
+    """One `structsum worker` subprocess and what the tests read from it."""
+
+    process: subprocess.Popen[bytes]
+    hostname: str
+    log_path: Path
+    metrics_port: int | None
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        """One sample from the worker's /metrics, or None if it has none yet."""
+        import urllib.request
+
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                wanted = all(sample.labels.get(k) == v for k, v in labels.items())
+                if sample.name == name and wanted:
+                    return float(sample.value)
+        return None
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: the worker and its engine processes."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=WORKER_STOP_TIMEOUT_S)
+
+    def stop(self) -> int | None:
+        """Warm shutdown (SIGTERM), as an operator would; SIGKILL if it hangs."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=WORKER_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=WORKER_STOP_TIMEOUT_S)
+                return None
+        # engine processes left behind by a clean stop would be a leak
+        try:
+            os.killpg(self.process.pid, 0)
+        except ProcessLookupError:
+            pass
+        else:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        return self.process.returncode
+
+
+def start_worker(
+    settings: Settings, log_dir: Path, name: str, **queue_overrides: object
+) -> WorkerProcess:
+    """Start a worker and wait until it answers a ping (its engine is loaded by then)."""
+    from structsum.client import client_app
+
+    hostname = f"{name}@structsum-test"
+    log_path = log_dir / f"{name}.log"
+    command = [
+        sys.executable, "-m", "structsum.commands.service", "worker",
+        "--hostname", hostname, "--loglevel", "INFO",
+    ]  # fmt: skip
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            env=worker_env(settings, **queue_overrides),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    queue = settings.queue.model_copy(update=queue_overrides)
+    worker = WorkerProcess(process, hostname, log_path, queue.metrics_port)
+    app = client_app(settings)
+    deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"worker exited with {process.returncode}:\n{worker.log_tail()}")
+        if app.control.ping(destination=[hostname], timeout=1.0):
+            return worker
+    worker.kill()
+    pytest.fail(f"worker not ready in {WORKER_START_TIMEOUT_S} s:\n{worker.log_tail()}")
+
+
+@pytest.fixture(scope="session")
+def worker(
+    service_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    process = start_worker(service_settings, tmp_path_factory.mktemp("workers"), "worker1")
+    yield process
+    process.stop()
