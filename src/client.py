@@ -22,6 +22,7 @@ from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
 from pydantic import BaseModel, ValidationError
 from redis.exceptions import RedisError
+
 from structsum.config import Settings, get_settings
 from structsum.errors import ResultTimeout, ServiceUnavailable, StructsumError, TaskFailed
 from structsum.models import (

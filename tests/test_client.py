@@ -7,9 +7,10 @@ import time
 from typing import Any
 
 import pytest
-import structsum.client as client
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from kombu.exceptions import OperationalError
+
+import structsum.client as client
 from structsum.config import QueueSettings, Settings
 from structsum.errors import (
     EmptyText,

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+
 from structsum.config import get_settings
 from structsum.errors import InputUnreadable, RequestInvalid, StructsumError
 

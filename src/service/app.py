@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+
 from structsum.config import QueueSettings, Settings
 
 ENHANCE = "structsum.enhance"

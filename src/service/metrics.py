@@ -26,6 +26,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
 from structsum.models import EnhancementResult, SummaryResult
 
 log = logging.getLogger(__name__)

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+
 from structsum.errors import RequestInvalid, TextNotUtf8
 from structsum.models import EnhancementResult, SummaryResult
 

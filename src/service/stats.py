@@ -6,6 +6,7 @@ from typing import Any
 
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
+
 from structsum.config import Settings, get_settings
 from structsum.errors import ServiceUnavailable
 
@@ -13,6 +14,7 @@ from structsum.errors import ServiceUnavailable
 def collect(*, timeout: float, settings: Settings | None = None) -> dict[str, Any]:
     """Per worker: pool, concurrency, structsum counters; plus the queue's length."""
     import redis
+
     from structsum.client import client_app
 
     settings = settings or get_settings()

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from structsum.commands.service import EXIT_ERROR, app
 from typer.testing import CliRunner
+
+from structsum.commands.service import EXIT_ERROR, app
 
 runner = CliRunner()
 

@@ -9,6 +9,7 @@ import urllib.request
 from typing import Any
 
 import pytest
+
 from structsum.models import Attempt, EnhancementResult, SummaryResult, Usage
 from structsum.service.metrics import MetricsServer, ServiceMetrics, StatsLogger
 

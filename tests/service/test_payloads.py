@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from structsum.errors import EmptyText, RequestInvalid, TextNotUtf8
 from structsum.models import EnhancementRequest, EnhancementResult, SummaryRequest, SummaryResult
 from structsum.service.payloads import decode_text, parse_request, result_model

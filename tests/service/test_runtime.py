@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+
 from structsum.config import QueueSettings, Settings
 from structsum.errors import EngineUnavailable
 from structsum.service.runtime import WorkerRuntime
-
 from tests.fakes import FakeEngine
 
 
@@ -88,6 +88,7 @@ def test_health_ok_with_redis_and_engine() -> None:
 
 def test_engine_death_stops_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     from celery.worker import state
+
     from structsum.service.runtime import ENGINE_DEAD_EXIT_CODE
 
     monkeypatch.setattr(state, "should_stop", None)
