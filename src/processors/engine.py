@@ -265,6 +265,9 @@ class VllmEngine:
             return
         with contextlib.suppress(Exception):
             self._llm.shutdown()
+        # Drop the AsyncLLM now: its __del__ shuts down again, which fails noisily
+        # when it only runs at interpreter exit, after vLLM's modules are torn down.
+        self._llm = None
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=30)
 
