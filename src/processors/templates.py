@@ -73,7 +73,11 @@ _RENDER_ERRORS = (jinja2.TemplateError, TypeError, ValueError, ArithmeticError, 
 
 @dataclass(frozen=True, eq=False)
 class Template:
-    """A loaded, checked template. Identity equality: the dicts inside are not hashable."""
+    """A loaded, checked template, shared by the loader's cache: treat it as read-only.
+
+    Identity equality: the dicts inside are not hashable. Hand a copy of ``schema``
+    to anything that may modify it (hypothesis-jsonschema resolves refs in place).
+    """
 
     id: str
     path: Path

@@ -385,6 +385,8 @@ policies = st.builds(
     additional_properties_false=st.booleans(),
     require_all=st.booleans(),
 )
+# hypothesis-jsonschema resolves $ref inside the schema it is given: always hand it a
+# copy, never a cached Template's schema.
 PROPERTY_SETTINGS = settings(
     max_examples=30,
     deadline=None,
@@ -415,7 +417,7 @@ def test_full_schema_instances_stay_valid_unless_a_listed_restriction_rejects(
     template = load_template(TEMPLATES_DIR, template_id)
 
     @PROPERTY_SETTINGS
-    @given(instance=from_schema(template.schema), policy=policies)
+    @given(instance=from_schema(copy.deepcopy(template.schema)), policy=policies)
     def check(instance: object, policy: SimplifyPolicy) -> None:
         simplified = simplify_schema(template.schema, policy)
         assert unexplained_errors(simplified, instance) == []
@@ -430,7 +432,7 @@ def test_template_policy_keeps_full_schema_instances_within_its_caps(template_id
     assert simplified.schema is not None
 
     @PROPERTY_SETTINGS
-    @given(instance=from_schema(template.schema))
+    @given(instance=from_schema(copy.deepcopy(template.schema)))
     def check(instance: object) -> None:
         assert unexplained_errors(simplified, instance) == []
 
