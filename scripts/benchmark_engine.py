@@ -88,6 +88,8 @@ log = logging.getLogger("benchmark_engine")
 # Backend name in vLLM -> the module that must be importable for it.
 BACKEND_MODULES = {"xgrammar": "xgrammar", "guidance": "llguidance", "outlines": "outlines_core"}
 EXAMPLE_CHARS = 400
+# Finish reasons of requests that vLLM ended without a usable answer.
+FAILED_FINISH = ("abort", "error")
 # A grammar every backend accepts (outlines refuses json_object), used only to warm up.
 TINY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"a": {"type": "string"}}}
 WARM_UP = SchemaVariant("warm-up", "tiny", "json", TINY_SCHEMA, TINY_SCHEMA)
@@ -350,9 +352,8 @@ def build_prompts(
 class Runner:
     """Sends batches to one AsyncLLM and times each request from the client side."""
 
-    def __init__(self, llm: Any, *, save_itl: bool) -> None:
+    def __init__(self, llm: Any) -> None:
         self.llm = llm
-        self.save_itl = save_itl
         self._ids = itertools.count()
 
     async def one(
@@ -383,7 +384,7 @@ class Runner:
                     tokens += count
                 text.append(delta.text)
                 finish = delta.finish_reason or finish
-        except Exception as exc:
+        except Exception as exc:  # a failed request is a result: counted, reported, exit 1
             return (
                 RequestSample(
                     input_tokens=len(prompt),
@@ -402,9 +403,9 @@ class Runner:
             e2e_ms=(time.perf_counter() - started) * 1000.0,
             itl_ms=itl,
             finish_reason=finish,
-            # vLLM aborts a request whose grammar fails to compile (outlines' regex
-            # timeout, say) without raising: it ends with no tokens. That is a failure.
-            error=None if tokens and finish != "abort" else f"no output (finish={finish})",
+            # vLLM ends a request whose grammar fails to compile (outlines' regex
+            # timeout, say) without raising, with no tokens. That is a failure.
+            error=None if tokens and finish not in FAILED_FINISH else f"finish={finish}",
         )
         return sample, "".join(text)
 
@@ -433,7 +434,7 @@ async def probe_compile(
     variant: SchemaVariant,
     baseline_ms: float,
 ) -> tuple[float | None, str | None]:
-    """First-request overhead of a schema: one 1-token guided request, minus unguided.
+    """First-request overhead of a schema: a 2-token guided request, minus unguided.
 
     vLLM compiles a grammar when its first request arrives and caches it by schema, so
     this is the compile cost a new template pays once per engine.
@@ -464,7 +465,7 @@ async def run_backend(args: argparse.Namespace, model: str, backend: str) -> dic
         if asyncio.iscoroutine(tokenizer):
             tokenizer = await tokenizer
         prompts, source = build_prompts(args, tokenizer, variants)
-        runner = Runner(llm, save_itl=args.save_itl)
+        runner = Runner(llm)
         # A backend's first guided request pays for its one-time setup (tokenizer
         # tables, thread pools); a trivial grammar takes that out of the compile probes.
         warm, _, _ = await runner.batch([prompts[0]], sampling_params(args, WARM_UP, 2))
