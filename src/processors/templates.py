@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import threading
 import tomllib
@@ -37,6 +38,8 @@ from structsum.errors import (
 )
 from structsum.processors.policy import Policy
 from structsum.processors.simplify import SimplifiedSchema, simplify_schema
+
+log = logging.getLogger(__name__)
 
 SCHEMA_FILE = "schema.json"
 PROMPT_FILE = "prompt.jinja"
@@ -206,8 +209,12 @@ def load_template(templates_dir: Path, template_id: str) -> Template:
     stamps = _mtimes(directory)
     with _cache_lock:
         hit = _cache.get(key)
+    # The cached dicts are shared: a caller that edits one in place (third-party
+    # schema tools do) must not change what the next job validates against.
     if hit is not None and hit[0] == stamps:
-        return hit[1]
+        if schema_sha256(hit[1].schema) == hit[1].schema_sha256:
+            return hit[1]
+        log.warning("template %s was modified in memory; reloading it", template_id)
     template = _load(directory, template_id)
     with _cache_lock:
         _cache[key] = (stamps, template)

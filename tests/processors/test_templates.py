@@ -324,3 +324,14 @@ def test_grammar_accepts_valid_json_and_rejects_what_the_schema_forbids() -> Non
     assert not grammar_accepts(SCHEMA, {**EXAMPLE, "points": ["a", "b", "c", "d"]})
     assert not grammar_accepts(SCHEMA, {**EXAMPLE, "date": "tomorrow"})
     assert not grammar_accepts(SCHEMA, {"points": ["a"], "title": "t", "date": None})
+
+
+def test_a_cached_template_edited_in_memory_is_reloaded() -> None:
+    from structsum.config import Settings
+
+    templates_dir = Settings().templates_dir
+    first = load_template(templates_dir, "generic_summary_v1")
+    first.schema["properties"]["title"]["maxLength"] = 1  # a careless caller
+    second = load_template(templates_dir, "generic_summary_v1")
+    assert second.schema["properties"]["title"]["maxLength"] != 1
+    assert schema_sha256(second.schema) == second.schema_sha256
