@@ -114,8 +114,10 @@ def failed(task: str, started: float, exc: StructsumError) -> JobSample:
     )
 
 
-def in_process_jobs(args: argparse.Namespace) -> tuple[dict[str, Job], str, Callable[[], None]]:
-    """Jobs that call the processors on this process's engine; returns (jobs, model, close)."""
+def in_process_jobs(
+    args: argparse.Namespace,
+) -> tuple[dict[str, Job], Callable[[], str], Callable[[], None]]:
+    """Jobs that call the processors on this process's engine: (jobs, model name, close)."""
     from structsum.config import get_settings
     from structsum.models import EnhancementRequest, SummaryRequest
     from structsum.processors.engine import close_engine, load_engine
@@ -164,11 +166,14 @@ def in_process_jobs(args: argparse.Namespace) -> tuple[dict[str, Job], str, Call
             None,
         )
 
-    return {"summary": summary, "enhancement": enhancement}, engine.model_name, close_engine
+    return {"summary": summary, "enhancement": enhancement}, lambda: engine.model_name, close_engine
 
 
-def queue_jobs(args: argparse.Namespace) -> tuple[dict[str, Job], str, Callable[[], None]]:
+def queue_jobs(
+    args: argparse.Namespace,
+) -> tuple[dict[str, Job], Callable[[], str], Callable[[], None]]:
     """Jobs that go through Redis to a running worker; the model is read from results."""
+    models: set[str] = set()
     from structsum.client import enqueue_enhancement, enqueue_summary
 
     def summary(text: str) -> JobSample:
@@ -178,6 +183,7 @@ def queue_jobs(args: argparse.Namespace) -> tuple[dict[str, Job], str, Callable[
             result = handle.result(timeout=args.timeout_s)
         except StructsumError as exc:
             return failed("summary", started, exc)
+        models.add(result.model)
         latency = time.perf_counter() - started
         return JobSample(
             "summary",
@@ -196,6 +202,7 @@ def queue_jobs(args: argparse.Namespace) -> tuple[dict[str, Job], str, Callable[
             result = handle.result(timeout=args.timeout_s)
         except StructsumError as exc:
             return failed("enhancement", started, exc)
+        models.add(result.model)
         latency = time.perf_counter() - started
         return JobSample(
             "enhancement",
@@ -207,7 +214,10 @@ def queue_jobs(args: argparse.Namespace) -> tuple[dict[str, Job], str, Callable[
             None,
         )
 
-    return {"summary": summary, "enhancement": enhancement}, "(the worker's)", lambda: None
+    def model() -> str:
+        return ", ".join(sorted(models)) or "unknown (no job finished)"
+
+    return {"summary": summary, "enhancement": enhancement}, model, lambda: None
 
 
 # --- run -------------------------------------------------------------------------------
@@ -234,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--iterations and --concurrency must be >= 1")
     tasks = list(TASKS) if args.task == "both" else [args.task]
     texts, source = pick_inputs(args)
-    jobs, model, close = queue_jobs(args) if args.via_queue else in_process_jobs(args)
+    jobs, model_name, close = queue_jobs(args) if args.via_queue else in_process_jobs(args)
 
     metrics: list[TaskMetrics] = []
     samples: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -249,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                 samples.setdefault(task, {})[str(concurrency)] = [asdict(s) for s in run]
     finally:
         close()
+    model = model_name()
 
     arguments = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     report = base_report(

@@ -44,7 +44,8 @@ def fake_jobs(fail: bool) -> Any:
     def enhancement(text: str) -> JobSample:
         return JobSample("enhancement", 0.1, None, 10, 10, 1, None)
 
-    return lambda args: ({"summary": summary, "enhancement": enhancement}, "fake", lambda: None)
+    jobs = {"summary": summary, "enhancement": enhancement}
+    return lambda args: (jobs, lambda: "fake", lambda: None)
 
 
 @pytest.mark.parametrize(("fail", "status"), [(False, 0), (True, 1)])
@@ -79,3 +80,4 @@ def test_report_and_exit_status(
     assert levels == [("enhancement", 1), ("enhancement", 2), ("summary", 1), ("summary", 2)]
     assert len(report["samples"]["summary"]["2"]) == 3
     assert report["settings"]["mode"] == "in-process"
+    assert report["model"] == "fake"
