@@ -119,6 +119,7 @@ def build_sampling_params(
 
 def build_engine_args(settings: EngineSettings, model: str) -> Any:
     """vLLM engine arguments from our settings (one mapping, reviewed in one place)."""
+    from vllm.config import StructuredOutputsConfig
     from vllm.engine.arg_utils import AsyncEngineArgs
 
     kwargs: dict[str, Any] = {
@@ -137,10 +138,11 @@ def build_engine_args(settings: EngineSettings, model: str) -> Any:
         "enforce_eager": settings.enforce_eager,
         "tensor_parallel_size": settings.tensor_parallel_size,
         "seed": settings.seed,
-        "structured_outputs_config": {
-            "backend": settings.structured_output_backend,
-            "disable_any_whitespace": settings.disable_any_whitespace,
-        },
+        # The config object, not a dict: vLLM 0.26 (GPU builds) does not convert dicts.
+        "structured_outputs_config": StructuredOutputsConfig(
+            backend=settings.structured_output_backend,
+            disable_any_whitespace=settings.disable_any_whitespace,
+        ),
         "speculative_config": settings.speculative_config,
         "disable_log_stats": True,
     }

@@ -113,3 +113,29 @@ def test_token_counts_use_the_real_tokenizer(engine: Any) -> None:
     text = "Structured outputs, validated against the full schema: 42 times."
     expected = len(tokenizer.encode(text, add_special_tokens=False))
     assert engine.count_tokens(text) == expected
+
+
+def test_engine_args_carry_every_setting() -> None:
+    from vllm.config import StructuredOutputsConfig
+
+    from structsum.config import EngineSettings
+    from structsum.processors.engine import build_engine_args
+
+    settings = EngineSettings(
+        max_model_len=2048,
+        max_num_seqs=8,
+        structured_output_backend="guidance",
+        disable_any_whitespace=True,
+        kv_cache_space_gib=1.5,
+        enforce_eager=True,
+    )
+    args = build_engine_args(settings, "/models/x")
+    assert args.model == "/models/x"
+    assert (args.max_model_len, args.max_num_seqs, args.enforce_eager) == (2048, 8, True)
+    assert args.kv_cache_memory_bytes == int(1.5 * (1 << 30))
+    assert args.structured_outputs_config == StructuredOutputsConfig(
+        backend="guidance", disable_any_whitespace=True
+    )
+    assert args.seed == 0
+    gpu = build_engine_args(EngineSettings(kv_cache_space_gib=0), "/models/x")
+    assert gpu.kv_cache_memory_bytes is None  # sized from gpu_memory_utilization
