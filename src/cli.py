@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
+from structsum.commands.common import err, read_text, typed_errors
 from structsum.commands.service import app as service_app
 from structsum.commands.templates import app as templates_app
 from structsum.config import get_settings
-from structsum.errors import InputError, InputUnreadable, StructsumError, TextNotUtf8
 from structsum.logs import configure_logging
 
 app = typer.Typer(
@@ -32,29 +30,6 @@ app = typer.Typer(
 app.add_typer(templates_app, name="templates", help="List, check and show templates.")
 # worker, enqueue, result, stats: the queue side, at the top level.
 app.add_typer(service_app)
-err = Console(stderr=True)
-
-
-def read_text(source: str) -> str:
-    """Read a file (or '-' for stdin) as strict UTF-8."""
-    try:
-        raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
-    except OSError as exc:
-        raise InputUnreadable(f"cannot read {source}: {exc.strerror or exc}") from exc
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise TextNotUtf8(
-            f"{source} is not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start}",
-            {"offset": exc.start},
-        ) from exc
-
-
-def fail(exc: StructsumError) -> typer.Exit:
-    err.print(f"[bold red]error[/]: {exc.code}: {exc.message}", highlight=False)
-    if exc.hint:
-        err.print(f"hint: {exc.hint}", highlight=False)
-    return typer.Exit(2 if isinstance(exc, InputError) else 1)
 
 
 def emit(payload: dict[str, Any], out: Path | None) -> None:
@@ -90,7 +65,7 @@ def summarize(
 
     settings = get_settings()
     configure_logging("INFO" if verbose else "WARNING")
-    try:
+    with typed_errors():
         request = SummaryRequest(
             text=read_text(source), template_id=template, language=language, enhance=enhance_first
         )
@@ -100,8 +75,6 @@ def summarize(
 
         with err.status("summarizing"):
             result = run_summary(request, engine=engine, settings=settings)
-    except StructsumError as exc:
-        raise fail(exc) from None
     tries = ", ".join(
         f"t={a.temperature} {'ok' if a.valid else 'invalid'}" for a in result.attempts
     )
@@ -130,13 +103,11 @@ def enhance(
 
     settings = get_settings()
     configure_logging("INFO" if verbose else "WARNING")
-    try:
+    with typed_errors():
         request = EnhancementRequest(text=read_text(source), language=language)
         engine = _load_engine(verbose)
         with err.status("enhancing"):
             result = run_enhance(request, engine=engine, settings=settings)
-    except StructsumError as exc:
-        raise fail(exc) from None
     err.print(
         f"enhanced in {result.elapsed_s:.1f} s ({result.chunks} chunk(s), "
         f"{result.usage.completion_tokens} tokens{', TRUNCATED' if result.truncated else ''})"

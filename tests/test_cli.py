@@ -33,7 +33,7 @@ def run_cli(
 def assert_clean_failure(proc: subprocess.CompletedProcess[str], code: str) -> None:
     assert proc.returncode != 0
     assert code in proc.stderr
-    assert "hint:" in proc.stderr
+    assert "hint" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert proc.stdout == ""
 

@@ -8,9 +8,6 @@ Exit codes: 0 ok, 1 a typed error (message and hint on stderr), 3 not ready yet.
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,8 +15,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from structsum.commands.common import EXIT_ERROR, err, read_text, typed_errors
 from structsum.config import get_settings
-from structsum.errors import InputUnreadable, RequestInvalid, StructsumError
+from structsum.errors import RequestInvalid
 
 app = typer.Typer(
     help="Run workers and queue jobs.", no_args_is_help=True, pretty_exceptions_enable=False
@@ -27,35 +25,8 @@ app = typer.Typer(
 enqueue_app = typer.Typer(help="Queue a job; prints its id, or its result with --wait.")
 app.add_typer(enqueue_app, name="enqueue")
 
-EXIT_ERROR = 1
 EXIT_NOT_READY = 3
 
-_err = Console(stderr=True)
-
-
-@contextmanager
-def _typed_errors() -> Iterator[None]:
-    """A typed error is the user's to fix: say what and how, no traceback."""
-    try:
-        yield
-    except StructsumError as exc:
-        _err.print(f"[bold red]error[/] {exc.code}: {exc.message}", highlight=False)
-        if exc.details.get("errors"):
-            _err.print(json.dumps(exc.details["errors"], indent=2), highlight=False)
-        if exc.hint:
-            _err.print(f"[yellow]hint[/] {exc.hint}", highlight=False)
-        raise typer.Exit(EXIT_ERROR) from None
-
-
-def _read(file: Path) -> bytes:
-    if str(file) == "-":
-        return sys.stdin.buffer.read()
-    try:
-        return file.read_bytes()
-    except OSError as exc:
-        raise InputUnreadable(
-            f"cannot read {file}: {exc.strerror or exc}", {"path": str(file)}
-        ) from None
 
 
 def _variables(pairs: list[str]) -> dict[str, str]:
@@ -114,9 +85,9 @@ def enqueue_summarize(
     """Queue a summary of FILE against a template."""
     from structsum.client import enqueue_summary
 
-    with _typed_errors():
+    with typed_errors():
         handle = enqueue_summary(
-            _read(file),
+            read_text(file),
             template,
             language=language,
             variables=_variables(var or []),
@@ -135,8 +106,8 @@ def enqueue_enhance(
     """Queue an enhancement (clean-up) of FILE."""
     from structsum.client import enqueue_enhancement
 
-    with _typed_errors():
-        handle = enqueue_enhancement(_read(file), language=language)
+    with typed_errors():
+        handle = enqueue_enhancement(read_text(file), language=language)
         _finish(handle.id, handle, wait, timeout)
 
 
@@ -144,7 +115,7 @@ def _finish(task_id: str, handle: Any, wait: bool, timeout: float) -> None:
     if not wait:
         typer.echo(task_id)
         return
-    _err.print(f"job {task_id}", highlight=False)
+    err.print(f"job {task_id}", highlight=False)
     _print_json(handle.result(timeout).model_dump(mode="json"))
 
 
@@ -157,10 +128,10 @@ def result(
     """Print a job's result; exit 3 while it is not finished (PENDING also means unknown)."""
     from structsum.client import job
 
-    with _typed_errors():
+    with typed_errors():
         handle = job(task_id)
         if not wait and not handle.ready():
-            _err.print(f"job {task_id} is {handle.state}", highlight=False)
+            err.print(f"job {task_id} is {handle.state}", highlight=False)
             raise typer.Exit(EXIT_NOT_READY)
         _print_json(handle.result(timeout).model_dump(mode="json"))
 
@@ -173,7 +144,7 @@ def stats(
     """Workers, their pools and structsum counters, and the queue length."""
     from structsum.service.stats import collect
 
-    with _typed_errors():
+    with typed_errors():
         report = collect(timeout=timeout)
     if as_json:
         _print_json(report)
@@ -211,7 +182,7 @@ def stats(
         )
     console.print(table)
     if not report["workers"]:
-        _err.print("no worker answered; start one with `structsum worker`", highlight=False)
+        err.print("no worker answered; start one with `structsum worker`", highlight=False)
         raise typer.Exit(EXIT_ERROR)
 
 
