@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -115,7 +116,7 @@ def test_token_counts_use_the_real_tokenizer(engine: Any) -> None:
     assert engine.count_tokens(text) == expected
 
 
-def test_engine_args_carry_every_setting() -> None:
+def test_engine_args_carry_every_setting(tmp_path: Path) -> None:
     from vllm.config import StructuredOutputsConfig
 
     from structsum.config import EngineSettings
@@ -129,13 +130,15 @@ def test_engine_args_carry_every_setting() -> None:
         kv_cache_space_gib=1.5,
         enforce_eager=True,
     )
-    args = build_engine_args(settings, "/models/x")
-    assert args.model == "/models/x"
+    # A local folder: offline, vLLM would treat any other string as a hub repo id.
+    model = str(tmp_path)
+    args = build_engine_args(settings, model)
+    assert args.model == model
     assert (args.max_model_len, args.max_num_seqs, args.enforce_eager) == (2048, 8, True)
     assert args.kv_cache_memory_bytes == int(1.5 * (1 << 30))
     assert args.structured_outputs_config == StructuredOutputsConfig(
         backend="guidance", disable_any_whitespace=True
     )
     assert args.seed == 0
-    gpu = build_engine_args(EngineSettings(kv_cache_space_gib=0), "/models/x")
+    gpu = build_engine_args(EngineSettings(kv_cache_space_gib=0), model)
     assert gpu.kv_cache_memory_bytes is None  # sized from gpu_memory_utilization
