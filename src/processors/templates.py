@@ -37,6 +37,7 @@ from structsum.errors import (
     TemplateNotFound,
 )
 from structsum.processors.policy import Policy
+from structsum.processors.schema_refs import offline_registry
 from structsum.processors.simplify import SimplifiedSchema, simplify_schema
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,9 @@ def schema_sha256(schema: dict[str, Any]) -> str:
 @lru_cache(maxsize=128)
 def _validator(canonical: str) -> Draft202012Validator:
     return Draft202012Validator(
-        json.loads(canonical), format_checker=Draft202012Validator.FORMAT_CHECKER
+        json.loads(canonical),
+        format_checker=Draft202012Validator.FORMAT_CHECKER,
+        registry=offline_registry(),
     )
 
 
