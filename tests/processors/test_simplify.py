@@ -131,6 +131,26 @@ def test_inline_refs_without_refs_changes_nothing() -> None:
     assert inline_refs(schema) == (schema, [])
 
 
+def test_inline_refs_leaves_data_that_looks_like_a_ref_alone() -> None:
+    # A const (or enum member, or default) is data: a "$ref" key inside it is not a ref.
+    schema = {
+        "$defs": {"n": {"type": "null"}},
+        **obj(a={"$ref": "#/$defs/n"}, b={"const": {"$ref": "#/$defs/n"}}),
+    }
+    out, _ = inline_refs(schema)
+    assert out == obj(a={"type": "null"}, b={"const": {"$ref": "#/$defs/n"}})
+
+
+def test_inline_refs_resolves_against_the_schema_id() -> None:
+    schema = {
+        "$id": "https://example.com/brief.json",
+        "$defs": {"s": {"type": "string"}},
+        **obj(a={"$ref": "#/$defs/s"}),
+    }
+    out, _ = inline_refs(schema)
+    assert out["properties"]["a"] == {"type": "string"}
+
+
 # --- drop_keywords ----------------------------------------------------------------------
 
 
