@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from structsum.errors import SchemaInvalid
+from structsum.processors.guide import Guide
 from structsum.processors.policy import SimplifyPolicy
 from structsum.processors.schema_refs import LocalRefs, has_refs
 from structsum.processors.schema_walk import Schema, map_subschemas, transform
@@ -53,7 +54,8 @@ class SimplifiedSchema:
 
     ``schema`` is the simplified schema in the ``json_schema`` and ``regex`` modes
     (in ``regex`` mode the decoder is guided by ``regex``, built from it); both are
-    None in the ``json_object`` and ``none`` modes. Callers pick the guide by ``mode``.
+    None in the ``json_object`` and ``none`` modes. ``guide`` turns the mode into
+    what the engine is given.
     """
 
     mode: str
@@ -62,6 +64,21 @@ class SimplifiedSchema:
     changes: list[str]
     # (keyword, location) pairs where decoding is stricter than the full schema.
     restrictions: frozenset[tuple[str, str]] = field(default=frozenset())
+
+    @property
+    def guide(self) -> Guide | None:
+        """The engine constraint of this mode, decided here and nowhere else; None: unguided.
+
+        ``none`` decodes unguided on purpose; a mode without its schema or regex
+        (never built by ``simplify_schema``) is unguided too rather than guessed.
+        """
+        if self.mode == "json_schema" and self.schema is not None:
+            return Guide("json", self.schema)
+        if self.mode == "regex" and self.regex is not None:
+            return Guide("regex", self.regex)
+        if self.mode == "json_object":
+            return Guide("json_object")
+        return None
 
 
 # --- what a node is ---------------------------------------------------------------------

@@ -11,8 +11,10 @@ from jsonschema import Draft202012Validator
 
 from structsum.config import Settings
 from structsum.errors import SchemaInvalid
+from structsum.processors.guide import Guide
 from structsum.processors.policy import SAFE_TO_DROP, SimplifyPolicy
 from structsum.processors.simplify import (
+    SimplifiedSchema,
     additional_properties_false,
     cap_items,
     cap_strings,
@@ -485,3 +487,23 @@ def test_the_restriction_detector_catches_a_capped_instance() -> None:
     assert Draft202012Validator(simplified.schema).is_valid({"a": ["x", "y"]}) is False
     forged = type(simplified)(simplified.mode, simplified.schema, None, [], frozenset())
     assert unexplained_errors(forged, {"a": ["x", "y"]}) != []
+
+
+@pytest.mark.parametrize(
+    ("mode", "kind"), [("json_schema", "json"), ("json_object", "json_object"), ("none", None)]
+)
+def test_the_decoding_schema_decides_its_guide(mode: str, kind: str | None) -> None:
+    result = simplify_schema(SCHEMA, SimplifyPolicy(mode=mode))  # type: ignore[arg-type]
+    guide = result.guide
+    assert (guide.kind if guide else None) == kind
+    if kind == "json":
+        assert guide is not None and guide.value == result.schema
+    elif guide is not None:
+        assert guide.value is None
+
+
+def test_regex_mode_guides_by_its_regex() -> None:
+    regex = SimplifiedSchema("regex", {"type": "string"}, '"[a-z]*"', [])
+    assert regex.guide == Guide("regex", '"[a-z]*"')
+    # A mode without what it needs decodes unguided rather than guessing.
+    assert SimplifiedSchema("json_schema", None, None, []).guide is None
