@@ -12,29 +12,33 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from structsum.commands.common import require_extra, typed_errors
 from structsum.config import get_settings
 from structsum.errors import StructsumError, TemplateError
-from structsum.processors.templates import (
-    Template,
-    grammar_accepts,
-    list_templates,
-    load_template,
-    validate_instance,
-)
+
+if TYPE_CHECKING:
+    from structsum.processors.templates import Template
 
 app = typer.Typer(help="List, check and inspect summary templates (schemas/<id>/).")
 out = Console()
 err = Console(stderr=True)
 
 
-def _templates_dir() -> Path:
-    return get_settings().templates_dir
+def _templates_dirs(command: str) -> tuple[Path, ...]:
+    """The search path; refuses with the extra to install when the loader's deps are missing."""
+    with typed_errors():
+        require_extra(f"templates {command}", engine=False)
+    return get_settings().template_dirs
+
+
+def _where(dirs: tuple[Path, ...]) -> str:
+    return ", ".join(str(d) for d in dirs)
 
 
 def _vllm_refuses(schema: dict[str, Any]) -> bool | None:
@@ -50,6 +54,8 @@ def _vllm_refuses(schema: dict[str, Any]) -> bool | None:
 
 def decoding_problems(template: Template, *, backend: str) -> list[str]:
     """What keeps the decoder from producing output like the template's own example."""
+    from structsum.processors.templates import grammar_accepts, validate_instance
+
     decoding = template.decoding
     if decoding.schema is None or decoding.mode != "json_schema":
         return []
@@ -73,10 +79,12 @@ def decoding_problems(template: Template, *, backend: str) -> list[str]:
 @app.command("list")
 def list_command() -> None:
     """List the templates with their decoding mode and caps."""
-    directory = _templates_dir()
+    directory = _templates_dirs("list")
+    from structsum.processors.templates import list_templates, load_template
+
     ids = list_templates(directory)
     if not ids:
-        err.print(f"no templates in {directory}")
+        err.print(f"no templates in {_where(directory)}")
         raise typer.Exit(1)
     table = Table("id", "title", "mode", "caps (items/chars)", "attempts", "sha256")
     for template_id in ids:
@@ -107,12 +115,13 @@ def check_command(
     template_id: str | None = typer.Argument(None, help="one template id; default: all"),
 ) -> None:
     """Validate schema, example, policy, prompt and the decoding grammar; exit 1 on problems."""
-    settings = get_settings()
-    directory = settings.templates_dir
-    backend = settings.engine.structured_output_backend
+    directory = _templates_dirs("check")
+    from structsum.processors.templates import list_templates, load_template
+
+    backend = get_settings().engine.structured_output_backend
     ids = [template_id] if template_id else list_templates(directory)
     if not ids:
-        err.print(f"no templates in {directory}")
+        err.print(f"no templates in {_where(directory)}")
         raise typer.Exit(1)
     failed = 0
     for tid in ids:
@@ -134,8 +143,11 @@ def check_command(
 @app.command("show")
 def show_command(template_id: str = typer.Argument(..., help="template id")) -> None:
     """Print the policy, what simplification changed, and the decoding schema or regex."""
+    directory = _templates_dirs("show")
+    from structsum.processors.templates import load_template
+
     try:
-        t = load_template(_templates_dir(), template_id)
+        t = load_template(directory, template_id)
         decoding = t.decoding
     except StructsumError as exc:
         err.print(f"[red]{exc.code}[/red]: {exc}", soft_wrap=True)

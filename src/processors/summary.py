@@ -169,7 +169,7 @@ def _condense_messages(text: str) -> list[dict[str, str]]:
 
 def summarize(request: SummaryRequest, *, engine: Engine, settings: Settings) -> SummaryResult:
     started = time.perf_counter()
-    template = load_template(settings.templates_dir, request.template_id)
+    template = load_template(settings.template_dirs, request.template_id)
     check_length(request.text, settings)
     policy = template.policy
     sampling = settings.sampling.summary
