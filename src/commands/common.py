@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from structsum.errors import InputUnreadable, MissingExtra, StructsumError, TextNotUtf8
 
@@ -72,9 +73,10 @@ def typed_errors() -> Iterator[None]:
     try:
         yield
     except StructsumError as exc:
-        err.print(f"[bold red]error[/] {exc.code}: {exc.message}", highlight=False)
+        # Messages quote user input and extras ('structsum[cpu]'): never rich markup.
+        err.print(f"[bold red]error[/] {exc.code}: {escape(exc.message)}", highlight=False)
         if exc.details.get("errors"):
             err.print(json.dumps(exc.details["errors"], indent=2), highlight=False)
         if exc.hint:
-            err.print(f"[yellow]hint[/] {exc.hint}", highlight=False)
+            err.print(f"[yellow]hint[/] {escape(exc.hint)}", highlight=False)
         raise typer.Exit(EXIT_ERROR) from None
