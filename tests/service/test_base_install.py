@@ -28,6 +28,7 @@ ENQUEUE = f"""
 import sys
 from structsum.client import enqueue_summary
 handle = enqueue_summary(sys.stdin.read(), {TEMPLATE!r})
+print(handle.id)
 print(handle.result(timeout={JOB_TIMEOUT_S}).model_dump_json())
 """
 
@@ -79,6 +80,21 @@ def test_enqueue_summary_from_the_base_install(
         cwd=base_venv, env=base_env(service_settings),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:] + worker.log_tail()
-    summary = SummaryResult.model_validate(json.loads(result.stdout))
+    task_id, payload = result.stdout.splitlines()
+    summary = SummaryResult.model_validate(json.loads(payload))
     assert summary.template_id == TEMPLATE
     assert summary.valid, summary.errors
+    # The CLI's queue commands run from the same install.
+    fetched = structsum_cli(base_venv, service_settings, "result", task_id)
+    assert fetched.returncode == 0, fetched.stderr
+    assert SummaryResult.model_validate(json.loads(fetched.stdout)) == summary
+    stats = structsum_cli(base_venv, service_settings, "stats", "--json")
+    assert stats.returncode == 0, stats.stderr
+    assert worker.hostname in json.loads(stats.stdout)["workers"]
+
+
+def structsum_cli(venv: Path, settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(venv / "bin" / "structsum"), *args],
+        capture_output=True, text=True, timeout=60, cwd=venv, env=base_env(settings),
+    )  # fmt: skip
