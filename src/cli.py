@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from structsum.commands.common import err, read_text, typed_errors
+from structsum.commands.common import err, read_text, require_extra, typed_errors
 from structsum.commands.service import app as service_app
 from structsum.commands.templates import app as templates_app
 from structsum.config import get_settings
@@ -61,15 +61,17 @@ def summarize(
 ) -> None:
     """Summarize a text into the template's JSON, in this process (no queue)."""
     from structsum.models import SummaryRequest
-    from structsum.processors.templates import load_template
 
     settings = get_settings()
     configure_logging("INFO" if verbose else "WARNING")
     with typed_errors():
+        require_extra("summarize", engine=True)
+        from structsum.processors.templates import load_template
+
         request = SummaryRequest(
             text=read_text(source), template_id=template, language=language, enhance=enhance_first
         )
-        load_template(settings.templates_dir, template)  # fail fast, before the engine loads
+        load_template(settings.template_dirs, template)  # fail fast, before the engine loads
         engine = _load_engine(verbose)
         from structsum.processors.summary import summarize as run_summary
 
@@ -99,11 +101,13 @@ def enhance(
 ) -> None:
     """Clean up a transcript (punctuation, casing, filler words), in this process."""
     from structsum.models import EnhancementRequest
-    from structsum.processors.enhancement import enhance as run_enhance
 
     settings = get_settings()
     configure_logging("INFO" if verbose else "WARNING")
     with typed_errors():
+        require_extra("enhance", engine=True)
+        from structsum.processors.enhancement import enhance as run_enhance
+
         request = EnhancementRequest(text=read_text(source), language=language)
         engine = _load_engine(verbose)
         with err.status("enhancing"):

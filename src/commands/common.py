@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from collections.abc import Iterator
@@ -10,13 +11,43 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from structsum.errors import InputUnreadable, StructsumError, TextNotUtf8
+from structsum.errors import InputUnreadable, MissingExtra, StructsumError, TextNotUtf8
 
 # 0 ok, 1 a typed error (message and hint on stderr), 3 "not there yet" (command-specific).
 EXIT_ERROR = 1
 
 err = Console(stderr=True)
+
+# What the worker extra brings, by import name: the base install is the client alone.
+WORKER_MODULES = (
+    "jinja2",
+    "jsonschema",
+    "outlines_core",
+    "prometheus_client",
+    "transformers",
+    "gguf",
+)
+
+
+def require_extra(command: str, *, engine: bool) -> None:
+    """Refuse a worker-side command at once, naming the extra, instead of an ImportError.
+
+    ``engine``: the command runs vLLM, which the ``cpu`` or ``gpu`` extra installs;
+    otherwise the ``worker`` extra (templates, tokenizer, metrics) is enough.
+    """
+    modules = (*WORKER_MODULES, "vllm") if engine else WORKER_MODULES
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if not missing:
+        return
+    extras = ["cpu", "gpu"] if engine else ["worker"]
+    install = " or ".join(f"pip install 'structsum[{extra}]'" for extra in extras)
+    raise MissingExtra(
+        f"`structsum {command}` needs the {' or '.join(extras)} extra "
+        f"(not installed: {', '.join(missing)}): {install}",
+        {"command": command, "extras": extras, "missing": missing},
+    )
 
 
 def read_text(source: str | Path) -> str:
@@ -42,9 +73,10 @@ def typed_errors() -> Iterator[None]:
     try:
         yield
     except StructsumError as exc:
-        err.print(f"[bold red]error[/] {exc.code}: {exc.message}", highlight=False)
+        # Messages quote user input and extras ('structsum[cpu]'): never rich markup.
+        err.print(f"[bold red]error[/] {exc.code}: {escape(exc.message)}", highlight=False)
         if exc.details.get("errors"):
             err.print(json.dumps(exc.details["errors"], indent=2), highlight=False)
         if exc.hint:
-            err.print(f"[yellow]hint[/] {exc.hint}", highlight=False)
+            err.print(f"[yellow]hint[/] {escape(exc.hint)}", highlight=False)
         raise typer.Exit(EXIT_ERROR) from None

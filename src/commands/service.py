@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from structsum.commands.common import EXIT_ERROR, err, read_text, typed_errors
+from structsum.commands.common import EXIT_ERROR, err, read_text, require_extra, typed_errors
 from structsum.config import get_settings
 from structsum.errors import RequestInvalid
 
@@ -55,6 +55,8 @@ def worker(
     ] = None,
 ) -> None:
     """Start a Celery worker: one engine, loaded once, shared by the threads pool."""
+    with typed_errors():
+        require_extra("worker", engine=True)
     from structsum.tasks import app as celery_app
 
     queue = get_settings().queue

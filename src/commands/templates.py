@@ -15,26 +15,30 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from structsum.commands.common import typed_errors
+from structsum.commands.common import require_extra, typed_errors
 from structsum.config import get_settings
 from structsum.errors import TemplateError, TemplateInvalid, TemplateNotFound
-from structsum.processors.template_check import template_problems
-from structsum.processors.templates import list_templates, load_template
 
 app = typer.Typer(help="List, check and inspect summary templates (schemas/<id>/).")
 out = Console()
 
 
-def _templates_dir() -> Path:
-    return get_settings().templates_dir
+def _templates_dirs(command: str) -> tuple[Path, ...]:
+    """The search path; refuses with the extra to install when the loader's deps are missing."""
+    with typed_errors():
+        require_extra(f"templates {command}", engine=False)
+    return get_settings().template_dirs
 
 
-def _all_ids(directory: Path) -> list[str]:
-    ids = list_templates(directory)
+def _all_ids(dirs: tuple[Path, ...]) -> list[str]:
+    from structsum.processors.templates import list_templates
+
+    ids = list_templates(dirs)
     if not ids:
+        where = ", ".join(str(d) for d in dirs)
         raise TemplateNotFound(
-            f"no templates in {directory} (STRUCTSUM_TEMPLATES_DIR names the directory)",
-            {"templates_dir": str(directory)},
+            f"no templates in {where} (STRUCTSUM_TEMPLATES_DIR adds a directory)",
+            {"templates_dir": where},
         )
     return ids
 
@@ -42,7 +46,9 @@ def _all_ids(directory: Path) -> list[str]:
 @app.command("list")
 def list_command() -> None:
     """List the templates with their decoding mode and caps."""
-    directory = _templates_dir()
+    directory = _templates_dirs("list")
+    from structsum.processors.templates import load_template
+
     with typed_errors():
         ids = _all_ids(directory)
     table = Table("id", "title", "mode", "caps (items/chars)", "attempts", "sha256")
@@ -74,7 +80,7 @@ def check_command(
     template_id: str | None = typer.Argument(None, help="one template id; default: all"),
 ) -> None:
     """Validate schema, example, policy, prompt and the decoding grammar; exit 1 on problems."""
-    directory = _templates_dir()
+    directory = _templates_dirs("check")
     backend = get_settings().engine.structured_output_backend
     with typed_errors():
         ids = [template_id] if template_id else _all_ids(directory)
@@ -86,8 +92,10 @@ def check_command(
             )
 
 
-def _report(template_id: str, directory: Path, backend: str) -> bool:
+def _report(template_id: str, directory: tuple[Path, ...], backend: str) -> bool:
     """Print one template's check (``ok`` or one ``FAIL`` line per problem); True when ok."""
+    from structsum.processors.template_check import template_problems
+
     problems = template_problems(directory, template_id, backend=backend)
     for problem in problems:
         out.print(f"[red]FAIL[/red] {template_id}: {problem}", soft_wrap=True)
@@ -99,8 +107,11 @@ def _report(template_id: str, directory: Path, backend: str) -> bool:
 @app.command("show")
 def show_command(template_id: str = typer.Argument(..., help="template id")) -> None:
     """Print the policy, what simplification changed, and the decoding schema or regex."""
+    directory = _templates_dirs("show")
+    from structsum.processors.templates import load_template
+
     with typed_errors():
-        t = load_template(_templates_dir(), template_id)
+        t = load_template(directory, template_id)
         decoding = t.decoding
     out.print(f"[bold]{t.id}[/bold]  {t.path}")
     out.print(f"schema sha256: {t.schema_sha256}")

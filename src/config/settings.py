@@ -21,7 +21,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from structsum.config.template_dirs import shipped_templates_dir, template_search_path
 
 StructuredBackend = Literal["auto", "xgrammar", "guidance", "outlines", "lm-format-enforcer"]
 
@@ -154,7 +154,11 @@ class Settings(BaseSettings):
     sampling: TaskSampling = TaskSampling()
     budget: BudgetSettings = BudgetSettings()
     queue: QueueSettings = QueueSettings()
-    templates_dir: Path = REPO_ROOT / "schemas"
+    templates_dir: Path = Field(
+        default_factory=shipped_templates_dir,
+        description="searched before the shipped templates: an id here overrides a shipped "
+        "one; default: the shipped templates alone",
+    )
     cache_dir: Path = Field(
         default_factory=lambda: Path(
             os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")
@@ -163,6 +167,11 @@ class Settings(BaseSettings):
         description="converted models live here",
     )
     log_level: str = "INFO"
+
+    @property
+    def template_dirs(self) -> tuple[Path, ...]:
+        """Where templates are looked up, in order (``templates_dir``, then the shipped)."""
+        return template_search_path(self.templates_dir)
 
     @field_validator("templates_dir", "cache_dir")
     @classmethod

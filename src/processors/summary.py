@@ -32,7 +32,8 @@ from structsum.processors.condense import condense
 from structsum.processors.engine import Engine
 from structsum.processors.enhancement import check_length, enhance
 from structsum.processors.prompts import SUMMARY_SYSTEM, language_instruction
-from structsum.processors.templates import Template, load_template, render_prompt
+from structsum.processors.rendering import render_prompt
+from structsum.processors.templates import Template, load_template
 
 
 @dataclass(frozen=True)
@@ -169,5 +170,5 @@ def summarize_template(
 
 def summarize(request: SummaryRequest, *, engine: Engine, settings: Settings) -> SummaryResult:
     """The public entry (tasks, CLI): load the request's template, then summarize with it."""
-    template = load_template(settings.templates_dir, request.template_id)
+    template = load_template(settings.template_dirs, request.template_id)
     return summarize_template(template, request, engine=engine, settings=settings)

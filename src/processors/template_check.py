@@ -10,9 +10,9 @@ model: the grammar matcher is fed characters.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
+from structsum.config.template_dirs import TemplateDirs
 from structsum.errors import SchemaInvalid, StructsumError
 from structsum.processors.templates import Template, load_template, validate_instance
 
@@ -77,7 +77,7 @@ def decoding_problems(template: Template, *, backend: str) -> list[str]:
     return problems
 
 
-def template_problems(templates_dir: Path, template_id: str, *, backend: str) -> list[str]:
+def template_problems(templates_dir: TemplateDirs, template_id: str, *, backend: str) -> list[str]:
     """Everything wrong with one template, one line each (``[]``: it is fit to ship).
 
     A typed error from loading or compiling is a problem to report, not a crash:

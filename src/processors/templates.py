@@ -28,12 +28,15 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from pydantic import ValidationError
 
+from structsum.config.template_dirs import (
+    TemplateDirs,
+    as_dirs,
+    find_template_dir,
+    template_ids,
+)
 from structsum.errors import ExampleInvalid, SchemaInvalid, TemplateInvalid, TemplateNotFound
 from structsum.processors.policy import Policy
 from structsum.processors.rendering import compile_prompt, render_sample, request_variables
-
-# Rendering lives in rendering.py; summary.py (and work in flight on it) imports it from here.
-from structsum.processors.rendering import render_prompt as render_prompt
 from structsum.processors.schema_refs import offline_registry, remote_refs
 from structsum.processors.schema_walk import json_path, walk
 from structsum.processors.simplify import SimplifiedSchema, simplify_schema
@@ -143,13 +146,9 @@ def validate_instance(schema: dict[str, Any], instance: object) -> list[str]:
 # --- loading ----------------------------------------------------------------------------
 
 
-def list_templates(templates_dir: Path) -> list[str]:
-    """Ids of the template directories under ``templates_dir`` (hidden ones skipped)."""
-    if not templates_dir.is_dir():
-        return []
-    return sorted(
-        p.name for p in templates_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
-    )
+def list_templates(templates_dir: TemplateDirs) -> list[str]:
+    """Ids of the template directories on the search path (hidden ones skipped)."""
+    return template_ids(templates_dir)
 
 
 _cache: dict[tuple[Path, str], tuple[tuple[float | None, ...], Template]] = {}
@@ -166,23 +165,24 @@ def _mtimes(directory: Path) -> tuple[float | None, ...]:
     return tuple(stamps)
 
 
-def template_dir(templates_dir: Path, template_id: str) -> Path:
+def template_dir(templates_dir: TemplateDirs, template_id: str) -> Path:
     """The directory of ``template_id``; refuses ids that are not plain directory names."""
     if not _TEMPLATE_ID.match(template_id) or template_id in (".", ".."):
         raise TemplateNotFound(
             f"template id {template_id!r} is not a valid id (letters, digits, _ . -)",
             {"template_id": template_id},
         )
-    directory = templates_dir / template_id
-    if not directory.is_dir():
+    directory = find_template_dir(templates_dir, template_id)
+    if directory is None:
+        searched = ", ".join(str(d) for d in as_dirs(templates_dir))
         raise TemplateNotFound(
-            f"unknown template {template_id!r} (no directory {directory})",
-            {"template_id": template_id, "templates_dir": str(templates_dir)},
+            f"unknown template {template_id!r} (not in {searched})",
+            {"template_id": template_id, "templates_dir": searched},
         )
     return directory
 
 
-def load_template(templates_dir: Path, template_id: str) -> Template:
+def load_template(templates_dir: TemplateDirs, template_id: str) -> Template:
     """Load and check a template; cached until one of its files changes."""
     directory = template_dir(templates_dir, template_id)
     key = (directory.resolve(), template_id)

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from structsum.commands.templates import app
-from structsum.config import Settings, get_settings
+from structsum.config import Settings, get_settings, template_dirs
 
 SHIPPED_DIR = Settings().templates_dir
 runner = CliRunner()
@@ -18,7 +18,7 @@ runner = CliRunner()
 def templates_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A copy of the shipped templates that a test may break."""
     directory = tmp_path / "schemas"
-    shutil.copytree(SHIPPED_DIR, directory)
+    shutil.copytree(SHIPPED_DIR, directory, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setenv("STRUCTSUM_TEMPLATES_DIR", str(directory))
     get_settings.cache_clear()
     yield directory
@@ -40,6 +40,8 @@ def test_list_marks_a_broken_template(templates_dir: Path) -> None:
 
 
 def test_list_with_no_templates_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The user directory adds to the shipped templates: both must be empty.
+    monkeypatch.setattr(template_dirs, "shipped_templates_dir", lambda: tmp_path / "empty")
     monkeypatch.setenv("STRUCTSUM_TEMPLATES_DIR", str(tmp_path / "empty"))
     get_settings.cache_clear()
     try:
@@ -48,6 +50,20 @@ def test_list_with_no_templates_fails(tmp_path: Path, monkeypatch: pytest.Monkey
         get_settings.cache_clear()
     assert result.exit_code == 1
     assert "no templates" in result.output
+
+
+def test_an_empty_user_directory_still_lists_the_shipped_templates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("STRUCTSUM_TEMPLATES_DIR", str(tmp_path / "empty"))
+    get_settings.cache_clear()
+    try:
+        result = runner.invoke(app, ["list"], env={"COLUMNS": "200"})
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "generic_summary_v1" in result.output
 
 
 def test_check_passes_on_the_shipped_templates(templates_dir: Path) -> None:
@@ -141,6 +157,8 @@ def test_every_templates_command_reports_errors_one_way(
         "check": runner.invoke(app, ["check"]),
         "show": runner.invoke(app, ["show", "no_such_template"]),
     }
+    # The user directory adds to the shipped templates: both must be empty.
+    monkeypatch.setattr(template_dirs, "shipped_templates_dir", lambda: tmp_path / "empty")
     monkeypatch.setenv("STRUCTSUM_TEMPLATES_DIR", str(tmp_path / "empty"))
     get_settings.cache_clear()
     failures["list"] = runner.invoke(app, ["list"])

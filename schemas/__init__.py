@@ -1,0 +1,1 @@
+"""The shipped templates, as package data: ``structsum.schemas`` in an installed wheel."""
