@@ -23,6 +23,7 @@ from typing import Any, Literal, Protocol
 
 from structsum.config import EngineSettings, SamplingSettings
 from structsum.errors import EngineError, EngineOutOfMemory, EngineUnavailable, TextTooLong
+from structsum.processors.mask_plugin import MaskOptions
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,11 @@ def build_engine_args(settings: EngineSettings, model: str) -> Any:
         ),
         "speculative_config": settings.speculative_config,
         "disable_log_stats": True,
+        # Read by structsum's vLLM plugin in the engine-core process (mask_plugin.py).
+        # Always present, so a stray environment variable cannot switch it on there.
+        "additional_config": MaskOptions(
+            settings.mask_threads, settings.mask_batch_size
+        ).as_engine_config(),
     }
     if settings.kv_cache_space_gib > 0:
         kwargs["kv_cache_memory_bytes"] = int(settings.kv_cache_space_gib * GIB)

@@ -129,6 +129,8 @@ def test_engine_args_carry_every_setting(tmp_path: Path) -> None:
         disable_any_whitespace=True,
         kv_cache_space_gib=1.5,
         enforce_eager=True,
+        mask_threads=4,
+        mask_batch_size=2,
     )
     # A local folder: offline, vLLM would treat any other string as a hub repo id.
     model = str(tmp_path)
@@ -140,5 +142,8 @@ def test_engine_args_carry_every_setting(tmp_path: Path) -> None:
         backend="guidance", disable_any_whitespace=True
     )
     assert args.seed == 0
+    assert args.additional_config == {"structsum_masks": {"threads": 4, "batch_size": 2}}
     gpu = build_engine_args(EngineSettings(kv_cache_space_gib=0), model)
     assert gpu.kv_cache_memory_bytes is None  # sized from gpu_memory_utilization
+    # off is said explicitly, so the plugin ignores the environment for this engine
+    assert gpu.additional_config == {"structsum_masks": {"threads": 0, "batch_size": 8}}
