@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -179,6 +179,7 @@ class Settings(BaseSettings):
         description="hardware profile supplying defaults (STRUCTSUM_PROFILE); after "
         "validation always 'cpu' or 'gpu', the one in force",
     )
+    _profile_reason: str = PrivateAttr(default="")
 
     @field_validator("templates_dir", "cache_dir")
     @classmethod
@@ -188,7 +189,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _apply_profile(self) -> Settings:
         """Profile defaults for the fields nobody set; user values are never touched."""
-        self.profile = resolve_profile(self.profile).profile
+        detected = resolve_profile(self.profile)
+        self.profile, self._profile_reason = detected.profile, detected.reason
         for group, defaults in profile_defaults(self.profile).items():
             current: BaseModel = getattr(self, group)
             unset = {k: v for k, v in defaults.items() if k not in current.model_fields_set}
@@ -199,6 +201,11 @@ class Settings(BaseSettings):
             seqs = self.engine.max_num_seqs
             self.queue = _with_defaults(self.queue, {"worker_concurrency": seqs})
         return self
+
+    @property
+    def profile_reason(self) -> str:
+        """Why this profile is in force (forced, or the hardware evidence), for the logs."""
+        return self._profile_reason
 
     @classmethod
     def settings_customise_sources(
