@@ -1,11 +1,14 @@
 import inspect
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from structsum.config import Settings
+from structsum.models import SummaryRequest
 from structsum.processors import mask_plugin
 from structsum.processors.mask_plugin import MaskOptions, apply, options_for, wrap
 
@@ -117,3 +120,40 @@ def test_the_plugin_is_registered_with_vllm() -> None:
 
     found = {ep.name: ep.value for ep in entry_points(group="vllm.general_plugins")}
     assert found.get(mask_plugin.ENTRY_POINT) == "structsum.processors.mask_plugin:register"
+
+
+SAMPLE = Path(__file__).resolve().parents[2] / "scripts" / "samples" / "meeting.txt"
+APPLIED_LINE = "structsum mask plugin: parallel grammar masks, threshold 0, 2 threads, 1 requests"
+
+
+@pytest.mark.engine
+def test_guided_summary_with_parallel_masks_on_the_cpu_build(
+    settings: Settings, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plugin loads in the engine-core process, switches it, and summaries stay valid.
+
+    The applied line is logged by the engine-core process (a child writing to the
+    captured file descriptors): it appears only if vLLM loaded the entry point there
+    and the settings reached it through the engine config.
+    """
+    from structsum.processors.engine import VllmEngine
+    from structsum.processors.model_store import resolve_model
+    from structsum.processors.summary import summarize
+
+    monkeypatch.setenv("VLLM_LOGGING_LEVEL", "INFO")
+    monkeypatch.setenv("VLLM_CONFIGURE_LOGGING", "1")
+    monkeypatch.delenv("VLLM_PLUGINS", raising=False)
+    engine_settings = settings.engine.model_copy(
+        update={"mask_threads": 2, "mask_batch_size": 1, "max_num_seqs": 4, "kv_cache_space_gib": 1}
+    )
+    local = settings.model_copy(update={"engine": engine_settings})
+    engine = VllmEngine(engine_settings, resolve_model(engine_settings.model, settings.cache_dir))
+    try:
+        request = SummaryRequest(text=SAMPLE.read_text(), template_id="generic_summary_v1")
+        result = summarize(request, engine=engine, settings=local)
+    finally:
+        engine.close()
+    captured = capfd.readouterr()
+    assert APPLIED_LINE in captured.out + captured.err
+    assert result.valid
+    assert result.attempts[-1].guided
