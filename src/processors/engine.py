@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol
 
 from structsum.config import EngineSettings, SamplingSettings
 from structsum.errors import EngineError, EngineOutOfMemory, EngineUnavailable, TextTooLong
-from structsum.processors.mask_plugin import MaskOptions
+from structsum.processors.mask_plugin import MaskOptions, registered
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,12 @@ def build_engine_args(settings: EngineSettings, model: str) -> Any:
             settings.mask_threads, settings.mask_batch_size
         ).as_engine_config(),
     }
+    if settings.mask_threads and not registered():
+        log.warning(
+            "engine.mask_threads=%d has no effect: vLLM will not load structsum's plugin "
+            "(install structsum with pip, and list structsum_masks in VLLM_PLUGINS if set)",
+            settings.mask_threads,
+        )
     if settings.kv_cache_space_gib > 0:
         kwargs["kv_cache_memory_bytes"] = int(settings.kv_cache_space_gib * GIB)
     return AsyncEngineArgs(**{k: v for k, v in kwargs.items() if v is not None})

@@ -126,6 +126,20 @@ def wrap(manager_class: type) -> None:
     manager_class.__init__ = __init__  # type: ignore[misc]
 
 
+def registered(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether vLLM will load this plugin: installed with its entry point, not filtered out.
+
+    structsum on ``PYTHONPATH`` without being installed has no entry point, and then
+    ``mask_threads`` would do nothing; the engine builder warns about it.
+    """
+    from importlib.metadata import entry_points
+
+    if not any(ep.name == ENTRY_POINT for ep in entry_points(group="vllm.general_plugins")):
+        return False
+    allowed = environ.get("VLLM_PLUGINS")
+    return allowed is None or ENTRY_POINT in allowed.split(",")
+
+
 def register() -> None:
     """The ``vllm.general_plugins`` entry point, run by vLLM in each of its processes."""
     from vllm.v1.structured_output import StructuredOutputManager

@@ -157,3 +157,9 @@ def test_guided_summary_with_parallel_masks_on_the_cpu_build(
     assert APPLIED_LINE in captured.out + captured.err
     assert result.valid
     assert result.attempts[-1].guided
+
+
+def test_vllm_plugins_can_filter_the_plugin_out() -> None:
+    assert mask_plugin.registered({})
+    assert mask_plugin.registered({"VLLM_PLUGINS": "other,structsum_masks"})
+    assert not mask_plugin.registered({"VLLM_PLUGINS": "other"})
