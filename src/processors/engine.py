@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -152,6 +153,10 @@ def build_engine_args(settings: EngineSettings, model: str) -> Any:
             settings.mask_threads, settings.mask_batch_size
         ).as_engine_config(),
     }
+    if settings.aot_compile is not None:
+        # vLLM reads it only from the environment, in the engine processes it spawns next;
+        # an explicit VLLM_USE_AOT_COMPILE in the environment still wins.
+        os.environ.setdefault("VLLM_USE_AOT_COMPILE", "1" if settings.aot_compile else "0")
     if settings.mask_threads and not registered():
         log.warning(
             "engine.mask_threads=%d has no effect: vLLM will not load structsum's plugin "

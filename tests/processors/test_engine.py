@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -147,3 +148,20 @@ def test_engine_args_carry_every_setting(tmp_path: Path) -> None:
     assert gpu.kv_cache_memory_bytes is None  # sized from gpu_memory_utilization
     # off is said explicitly, so the plugin ignores the environment for this engine
     assert gpu.additional_config == {"structsum_masks": {"threads": 0, "batch_size": 8}}
+
+
+def test_aot_compile_setting_reaches_vllms_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from structsum.config import EngineSettings
+    from structsum.processors.engine import build_engine_args
+
+    monkeypatch.delenv("VLLM_USE_AOT_COMPILE", raising=False)
+    build_engine_args(EngineSettings(aot_compile=False), str(tmp_path))
+    assert os.environ["VLLM_USE_AOT_COMPILE"] == "0"
+    monkeypatch.setenv("VLLM_USE_AOT_COMPILE", "1")  # the user's own choice wins
+    build_engine_args(EngineSettings(aot_compile=False), str(tmp_path))
+    assert os.environ["VLLM_USE_AOT_COMPILE"] == "1"
+    monkeypatch.delenv("VLLM_USE_AOT_COMPILE")
+    build_engine_args(EngineSettings(), str(tmp_path))  # None: vLLM's default
+    assert "VLLM_USE_AOT_COMPILE" not in os.environ
