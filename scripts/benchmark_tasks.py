@@ -20,6 +20,10 @@ Commands:
     # through a running worker (structsum worker), no engine in this process
     python scripts/benchmark_tasks.py --task summary --iterations 16 --concurrency 8 --via-queue
 
+    # through a worker started for the run on its own Redis DB (loads an engine: lock)
+    STRUCTSUM_QUEUE__BROKER_URL=redis://127.0.0.1:6379/7 flock /tmp/structsum-engine.lock \\
+        python scripts/benchmark_tasks.py --task summary --via-queue --start-worker
+
 Exit status 1 if any job failed.
 """
 
@@ -27,39 +31,46 @@ from __future__ import annotations
 
 import argparse
 import logging
-import random
 import sys
-import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from structsum.bench.report import (
-    base_report,
-    parse_metadata,
-    print_table,
-    report_filename,
-    write_report,
+from structsum.bench.flags import (
+    add_input_flags,
+    add_output_flags,
+    add_seed_flag,
+    add_template_id_flag,
+    checkout_defaults,
+    finish_report,
+    new_parser,
+    parse_args,
+    script_inputs,
+    setup_logging,
+    start_report,
 )
-from structsum.bench.stats import JobSample, TaskMetrics, summarize_jobs
+from structsum.bench.inputs import Order, pick_inputs
+from structsum.bench.jobs import Job, run_level, timed_job
+from structsum.bench.report import print_table, report_filename
+from structsum.bench.stats import TaskMetrics, summarize_jobs
 from structsum.bench.tables import TASK_COLUMNS, task_rows
-from structsum.bench.workload import DEFAULT_INPUT_DIRS, REPO_ROOT, load_corpus
+from structsum.bench.worker import WorkerProcess
 from structsum.errors import StructsumError
+
+DEFAULTS = checkout_defaults(Path(__file__).resolve().parents[1])
+TASKS = ("enhancement", "summary")
 
 log = logging.getLogger("benchmark_tasks")
 
-TASKS = ("enhancement", "summary")
-Job = Callable[[str], JobSample]
+# (jobs by task, the model name once jobs ran, close)
+Jobs = tuple[dict[str, Job], Callable[[], str], Callable[[], None]]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
-    )
+    parser = new_parser(__doc__)
     parser.add_argument("--task", choices=[*TASKS, "both"], default="both")
-    parser.add_argument("--template-id", default="generic_summary_v1")
+    add_template_id_flag(parser)
     parser.add_argument(
         "--iterations", type=int, default=8, help="jobs per task and concurrency level"
     )
@@ -70,54 +81,36 @@ def build_parser() -> argparse.ArgumentParser:
         "--via-queue", action="store_true", help="through Celery + Redis to a running worker"
     )
     parser.add_argument(
+        "--start-worker",
+        action="store_true",
+        help="with --via-queue: start `structsum worker` for the run (env settings), stop it after",
+    )
+    parser.add_argument(
         "--timeout-s", type=float, default=900.0, help="per job, when waiting on the queue"
     )
     parser.add_argument(
         "--warmup", type=int, default=1, help="unmeasured jobs per task before measuring"
     )
-    parser.add_argument("--language", default=None, help="output language hint, e.g. en")
-    parser.add_argument(
-        "--inputs-dir",
-        type=Path,
-        action="append",
-        default=None,
-        help="folders of .txt inputs (first non-empty wins); default: tests/data/inputs, "
-        "scripts/samples",
-    )
-    parser.add_argument(
-        "--max-input-chars",
-        type=int,
-        default=None,
-        help="skip inputs longer than this (long texts are chunked: slower, other workload)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="order in which inputs are used")
-    parser.add_argument("--result-dir", type=Path, default=REPO_ROOT / "results")
-    parser.add_argument("--result-filename", default=None, help="default: tasks-<date>.json")
-    parser.add_argument("--metadata", nargs="*", default=[], metavar="KEY=VALUE")
+    add_input_flags(parser, DEFAULTS)
+    add_seed_flag(parser, "order in which inputs are used")
+    add_output_flags(parser, DEFAULTS)
     return parser
 
 
 # --- sample ----------------------------------------------------------------------------
 
 
-def pick_inputs(args: argparse.Namespace) -> tuple[list[str], str]:
-    texts, source = load_corpus(args.inputs_dir or DEFAULT_INPUT_DIRS)
-    if args.max_input_chars:
-        texts = [t for t in texts if len(t) <= args.max_input_chars] or texts[:1]
-    random.Random(args.seed).shuffle(texts)
-    return texts, source
-
-
-def failed(task: str, started: float, exc: StructsumError) -> JobSample:
-    return JobSample(
-        task, time.perf_counter() - started, None, 0, 0, 0, None, error=f"{exc.code}: {exc.message}"
+def pick_texts(args: argparse.Namespace) -> tuple[list[str], str]:
+    """The inputs, shuffled by --seed, without those over --max-input-chars."""
+    inputs, source = script_inputs(args, DEFAULTS)
+    picked = pick_inputs(
+        inputs, max_chars=args.max_input_chars, order=Order.SHUFFLED, seed=args.seed
     )
+    return [i.text for i in picked], source
 
 
-def in_process_jobs(
-    args: argparse.Namespace,
-) -> tuple[dict[str, Job], Callable[[], str], Callable[[], None]]:
-    """Jobs that call the processors on this process's engine: (jobs, model name, close)."""
+def in_process_jobs(args: argparse.Namespace) -> Jobs:
+    """Jobs that call the processors on this process's engine."""
     from structsum.config import get_settings
     from structsum.models import EnhancementRequest, SummaryRequest
     from structsum.processors.engine import close_engine, load_engine
@@ -127,152 +120,121 @@ def in_process_jobs(
     settings = get_settings()
     engine = load_engine(settings.engine, settings.cache_dir)
 
-    def summary(text: str) -> JobSample:
-        started = time.perf_counter()
-        try:
-            request = SummaryRequest(
-                text=text, template_id=args.template_id, language=args.language
-            )
-            result = summarize(request, engine=engine, settings=settings)
-        except StructsumError as exc:
-            return failed("summary", started, exc)
-        return JobSample(
-            "summary",
-            time.perf_counter() - started,
-            None,
-            result.usage.prompt_tokens,
-            result.usage.completion_tokens,
-            len(result.attempts),
-            result.valid,
-        )
+    def summary(text: str) -> Any:
+        request = SummaryRequest(text=text, template_id=args.template_id, language=args.language)
+        return summarize(request, engine=engine, settings=settings)
 
-    def enhancement(text: str) -> JobSample:
-        started = time.perf_counter()
-        try:
-            result = enhance(
-                EnhancementRequest(text=text, language=args.language),
-                engine=engine,
-                settings=settings,
-            )
-        except StructsumError as exc:
-            return failed("enhancement", started, exc)
-        return JobSample(
-            "enhancement",
-            time.perf_counter() - started,
-            None,
-            result.usage.prompt_tokens,
-            result.usage.completion_tokens,
-            result.chunks,
-            None,
-        )
+    def enhancement(text: str) -> Any:
+        request = EnhancementRequest(text=text, language=args.language)
+        return enhance(request, engine=engine, settings=settings)
 
-    return {"summary": summary, "enhancement": enhancement}, lambda: engine.model_name, close_engine
+    jobs = {
+        "summary": lambda text: timed_job("summary", lambda: summary(text), queued=False),
+        "enhancement": lambda text: timed_job(
+            "enhancement", lambda: enhancement(text), queued=False
+        ),
+    }
+    return jobs, lambda: engine.model_name, close_engine
 
 
-def queue_jobs(
-    args: argparse.Namespace,
-) -> tuple[dict[str, Job], Callable[[], str], Callable[[], None]]:
-    """Jobs that go through Redis to a running worker; the model is read from results."""
-    models: set[str] = set()
+def queue_jobs(args: argparse.Namespace) -> Jobs:
+    """Jobs that go through Redis to a worker; the model is read from their results."""
     from structsum.client import enqueue_enhancement, enqueue_summary
 
-    def summary(text: str) -> JobSample:
-        started = time.perf_counter()
-        try:
-            handle = enqueue_summary(text, args.template_id, language=args.language)
-            result = handle.result(timeout=args.timeout_s)
-        except StructsumError as exc:
-            return failed("summary", started, exc)
-        models.add(result.model)
-        latency = time.perf_counter() - started
-        return JobSample(
-            "summary",
-            latency,
-            max(0.0, latency - result.elapsed_s),
-            result.usage.prompt_tokens,
-            result.usage.completion_tokens,
-            len(result.attempts),
-            result.valid,
-        )
+    models: set[str] = set()
 
-    def enhancement(text: str) -> JobSample:
-        started = time.perf_counter()
-        try:
-            handle = enqueue_enhancement(text, language=args.language)
-            result = handle.result(timeout=args.timeout_s)
-        except StructsumError as exc:
-            return failed("enhancement", started, exc)
+    def summary(text: str) -> Any:
+        handle = enqueue_summary(text, args.template_id, language=args.language)
+        result = handle.result(timeout=args.timeout_s)
         models.add(result.model)
-        latency = time.perf_counter() - started
-        return JobSample(
-            "enhancement",
-            latency,
-            max(0.0, latency - result.elapsed_s),
-            result.usage.prompt_tokens,
-            result.usage.completion_tokens,
-            result.chunks,
-            None,
-        )
+        return result
+
+    def enhancement(text: str) -> Any:
+        result = enqueue_enhancement(text, language=args.language).result(timeout=args.timeout_s)
+        models.add(result.model)
+        return result
 
     def model() -> str:
         return ", ".join(sorted(models)) or "unknown (no job finished)"
 
-    return {"summary": summary, "enhancement": enhancement}, model, lambda: None
+    jobs = {
+        "summary": lambda text: timed_job("summary", lambda: summary(text), queued=True),
+        "enhancement": lambda text: timed_job(
+            "enhancement", lambda: enhancement(text), queued=True
+        ),
+    }
+    return jobs, model, lambda: None
+
+
+def started_worker_jobs(args: argparse.Namespace) -> Jobs:
+    """``queue_jobs`` against a worker started for this run and stopped after it."""
+    from structsum.config import get_settings
+
+    log.info("starting a worker (engine load takes a minute)")
+    log_path = args.result_dir / report_filename("tasks", "worker").replace(".json", ".log")
+    worker = WorkerProcess.start(get_settings(), log_path=log_path)
+    jobs, model, _ = queue_jobs(args)
+    return jobs, model, worker.stop
 
 
 # --- run -------------------------------------------------------------------------------
 
 
-def run_level(
-    job: Job, texts: list[str], iterations: int, concurrency: int
-) -> tuple[list[JobSample], float]:
-    """``iterations`` jobs with ``concurrency`` in flight; returns samples and wall time."""
-    inputs = [texts[i % len(texts)] for i in range(iterations)]
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="bench-job") as pool:
-        samples = list(pool.map(job, inputs))
-    return samples, time.perf_counter() - started
+def measure(
+    jobs: dict[str, Job], tasks: Sequence[str], texts: list[str], args: argparse.Namespace
+) -> tuple[list[TaskMetrics], dict[str, dict[str, list[dict[str, Any]]]]]:
+    """Each task at each concurrency level, after its warm-up jobs."""
+    metrics: list[TaskMetrics] = []
+    samples: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for task in tasks:
+        for text in texts[: args.warmup]:
+            jobs[task](text)
+        for concurrency in args.concurrency:
+            log.info("%s: %d jobs, %d in flight", task, args.iterations, concurrency)
+            run, duration = run_level(jobs[task], texts, args.iterations, concurrency)
+            metrics.append(summarize_jobs(task, concurrency, run, duration))
+            samples.setdefault(task, {})[str(concurrency)] = [asdict(s) for s in run]
+    return metrics, samples
 
 
 # --- report ----------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    args = parse_args(build_parser(), argv)
+    setup_logging()
     if args.iterations < 1 or min(args.concurrency) < 1:
         raise SystemExit("--iterations and --concurrency must be >= 1")
+    if args.start_worker and not args.via_queue:
+        raise SystemExit("--start-worker goes with --via-queue")
     tasks = list(TASKS) if args.task == "both" else [args.task]
-    texts, source = pick_inputs(args)
-    jobs, model_name, close = queue_jobs(args) if args.via_queue else in_process_jobs(args)
-
-    metrics: list[TaskMetrics] = []
-    samples: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    texts, source = pick_texts(args)
+    if not args.via_queue:
+        jobs, model_name, close = in_process_jobs(args)
+    else:
+        try:
+            jobs, model_name, close = (started_worker_jobs if args.start_worker else queue_jobs)(
+                args
+            )
+        except StructsumError as exc:
+            print(f"{exc.code}: {exc}", file=sys.stderr)
+            return 1
     try:
-        for task in tasks:
-            for text in texts[: args.warmup]:
-                jobs[task](text)
-            for concurrency in args.concurrency:
-                log.info("%s: %d jobs, %d in flight", task, args.iterations, concurrency)
-                run, duration = run_level(jobs[task], texts, args.iterations, concurrency)
-                metrics.append(summarize_jobs(task, concurrency, run, duration))
-                samples.setdefault(task, {})[str(concurrency)] = [asdict(s) for s in run]
+        metrics, samples = measure(jobs, tasks, texts, args)
     finally:
         close()
     model = model_name()
 
-    arguments = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    report = base_report(
-        "tasks", arguments=arguments, model=model, metadata=parse_metadata(args.metadata)
-    )
+    report = start_report("tasks", args, model=model, defaults=DEFAULTS)
     report["settings"] = {"mode": "queue" if args.via_queue else "in-process", "inputs": source}
     if not args.via_queue:
         from structsum.config import get_settings
 
+        # the broker URL's password is masked when the report is written
         report["settings"]["structsum"] = get_settings().model_dump(mode="json")
     report["results"] = [asdict(m) for m in metrics]
     report["samples"] = samples
-    path = write_report(report, args.result_dir, args.result_filename or report_filename("tasks"))
+    path = finish_report(report, args)
 
     mode = "via queue" if args.via_queue else "in-process"
     print_table(
@@ -281,14 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"report: {path}")
     failures = sum(m.failed for m in metrics)
     if failures:
-        errors = {
-            s["error"]
-            for run in samples.values()
-            for level in run.values()
-            for s in level
-            if s["error"]
-        }
-        print(f"FAILED: {failures} job(s): {sorted(errors)[:5]}", file=sys.stderr)
+        errors = {s["error"] for run in samples.values() for level in run.values() for s in level}
+        print(f"FAILED: {failures} job(s): {sorted(e for e in errors if e)[:5]}", file=sys.stderr)
         return 1
     return 0
 

@@ -35,110 +35,38 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from structsum.bench.report import (
-    base_report,
-    fmt,
-    fmt_share,
-    parse_metadata,
-    print_table,
-    report_filename,
-    write_report,
+from structsum.bench.flags import (
+    add_input_flags,
+    add_output_flags,
+    checkout_defaults,
+    finish_report,
+    new_parser,
+    parse_args,
+    script_inputs,
+    setup_logging,
+    start_report,
 )
+from structsum.bench.inputs import Input, pick_inputs
+from structsum.bench.jobs import run_concurrently
+from structsum.bench.policy_variants import VARIANTS, variant_templates_dir
+from structsum.bench.report import fmt, fmt_share, print_table
 from structsum.bench.stats import mean, percentile
 from structsum.config import Settings
 from structsum.models import SummaryRequest, SummaryResult
-from structsum.processors.policy import Policy, SimplifyPolicy
-from structsum.processors.templates import list_templates, load_template
+from structsum.processors.templates import list_templates
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_INPUTS = REPO_ROOT / "tests" / "data" / "inputs"
-# What vLLM's xgrammar backend refuses outright (has_xgrammar_unsupported_json_features);
-# the "full" variant drops only these, so that it runs at all.
-BACKEND_REFUSED = ("uniqueItems", "contains", "minContains", "maxContains", "multipleOf")
+DEFAULTS = checkout_defaults(Path(__file__).resolve().parents[1])
 GOAL_VALID_SHARE = 0.99
 
 log = logging.getLogger("benchmark_templates")
-
-
-# --- variants ----------------------------------------------------------------------------
-
-
-def _full(policy: Policy) -> Policy:
-    simplify = SimplifyPolicy(
-        mode="json_schema",
-        inline_refs=False,
-        drop_keywords=list(BACKEND_REFUSED),
-        additional_properties_false=False,
-        require_all=False,
-    )
-    return policy.model_copy(update={"simplify": simplify})
-
-
-def _uncapped(policy: Policy) -> Policy:
-    simplify = policy.simplify.model_copy(
-        update={"strip_caps": True, "max_items": None, "max_string_length": None}
-    )
-    return policy.model_copy(update={"simplify": simplify})
-
-
-def _unguided(policy: Policy) -> Policy:
-    return policy.model_copy(update={"simplify": SimplifyPolicy(mode="none")})
-
-
-VARIANTS: dict[str, Callable[[Policy], Policy]] = {
-    "policy": lambda policy: policy,
-    "full": _full,
-    "uncapped": _uncapped,
-    "unguided": _unguided,
-}
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"no TOML form for {value!r}")
-
-
-def policy_toml(policy: Policy) -> str:
-    """``policy`` as policy.toml text (``None`` fields are left out: they are defaults)."""
-    data = policy.model_dump(mode="json")
-    lines = [
-        f"{k} = {_toml_value(v)}"
-        for k, v in data.items()
-        if not isinstance(v, dict) and v is not None
-    ]
-    for table, values in data.items():
-        if isinstance(values, dict):
-            lines.append(f"\n[{table}]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
-    return "\n".join(lines) + "\n"
-
-
-def variant_templates_dir(root: Path, templates_dir: Path, template_id: str, variant: str) -> Path:
-    """A templates dir holding ``template_id`` with the variant's policy.toml."""
-    target = root / variant
-    if not (target / template_id).exists():
-        shutil.copytree(templates_dir / template_id, target / template_id)
-        policy = VARIANTS[variant](load_template(templates_dir, template_id).policy)
-        (target / template_id / "policy.toml").write_text(policy_toml(policy), encoding="utf-8")
-        load_template(target, template_id)  # refuse a variant that does not load, now
-    return target
 
 
 # --- running ------------------------------------------------------------------------------
@@ -215,19 +143,11 @@ def run_arm(
         sample = _sample(template_id, variant, name, result)
         log.info(
             "%s/%s %s: valid=%s attempts=%d %.1fs",
-            template_id,
-            variant,
-            name,
-            sample.valid,
-            sample.attempts,
-            sample.latency_s,
+            *(template_id, variant, name, sample.valid, sample.attempts, sample.latency_s),
         )
         return sample
 
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        samples = list(pool.map(lambda item: one(*item), inputs))
-    return samples, time.perf_counter() - started
+    return run_concurrently(lambda item: one(*item), inputs, concurrency)
 
 
 # --- metrics ------------------------------------------------------------------------------
@@ -315,17 +235,17 @@ def table_rows(metrics: Sequence[ArmMetrics]) -> list[list[str]]:
 # --- main ---------------------------------------------------------------------------------
 
 
-def load_inputs(directory: Path, limit: int | None) -> list[tuple[str, str]]:
-    paths = sorted(directory.glob("*.txt"))
-    if not paths:
-        raise SystemExit(f"no .txt inputs in {directory}")
-    return [(p.stem, p.read_text(encoding="utf-8")) for p in paths[:limit]]
+def pick(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(name, text) of the first --limit inputs by name; no inputs is an error, not a guess."""
+    inputs, source = script_inputs(args, DEFAULTS, builtin=False)
+    if not inputs:
+        raise SystemExit(source)
+    picked: list[Input] = pick_inputs(inputs, max_chars=args.max_input_chars, limit=args.limit)
+    return [(i.name, i.text) for i in picked]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
-    )
+    parser = new_parser(__doc__)
     parser.add_argument(
         "--templates", nargs="+", default=None, help="template ids; default: every template"
     )
@@ -337,7 +257,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=["policy", "full"],
         help="decoding variants (see above); default: policy full",
     )
-    parser.add_argument("--inputs-dir", type=Path, default=DEFAULT_INPUTS)
     parser.add_argument(
         "--limit", type=int, default=None, help="first N inputs (sorted by name); default: all"
     )
@@ -347,72 +266,70 @@ def build_parser() -> argparse.ArgumentParser:
         default=8,
         help="requests in flight per arm (the engine batches them); default 8",
     )
-    parser.add_argument("--result-dir", type=Path, default=REPO_ROOT / "results")
-    parser.add_argument("--result-filename", default=None, help="default: templates-<date>.json")
-    parser.add_argument(
-        "--metadata", nargs="*", default=None, metavar="KEY=VALUE", help="stored in the report"
-    )
     parser.add_argument(
         "--no-data", action="store_true", help="leave the summaries themselves out of the JSON"
     )
+    add_input_flags(parser, DEFAULTS)
+    add_output_flags(parser, DEFAULTS)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    metadata = parse_metadata(args.metadata)
-    settings = Settings()
+def run_all(
+    engine: Any,
+    settings: Settings,
+    template_ids: Sequence[str],
+    inputs: Sequence[tuple[str, str]],
+    args: argparse.Namespace,
+) -> tuple[list[ArmMetrics], dict[str, list[Sample]]]:
+    """Every (template, variant) arm in turn, each on its own copy of the template."""
     templates_dir = args.templates_dir or settings.templates_dir
-    template_ids = args.templates or list_templates(templates_dir)
-    inputs = load_inputs(args.inputs_dir, args.limit)
+    metrics: list[ArmMetrics] = []
+    samples: dict[str, list[Sample]] = {}
+    with tempfile.TemporaryDirectory(prefix="structsum-bench-") as tmp:
+        for template_id in template_ids:
+            for variant in args.variants:
+                arm_dir = variant_templates_dir(Path(tmp), templates_dir, template_id, variant)
+                arm, wall = run_arm(
+                    engine=engine,
+                    settings=settings.model_copy(update={"templates_dir": arm_dir}),
+                    template_id=template_id,
+                    variant=variant,
+                    inputs=inputs,
+                    concurrency=args.concurrency,
+                )
+                metrics.append(compute_metrics(template_id, variant, arm, wall))
+                print_table("so far", COLUMNS, table_rows(metrics[-1:]))
+                for sample in arm if args.no_data else ():
+                    sample.data = None
+                samples[f"{template_id}:{variant}"] = arm
+    return metrics, samples
 
-    from structsum.processors.engine import close_engine, load_engine
 
-    report = base_report(
-        "templates",
-        arguments={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        model=settings.engine.model or "bundled SmolLM2-135M-Instruct",
-        metadata=metadata,
-    )
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(build_parser(), argv)
+    setup_logging()
+    settings = Settings()
+    template_ids = args.templates or list_templates(args.templates_dir or settings.templates_dir)
+    inputs = pick(args)
+    model = settings.engine.model or "bundled SmolLM2-135M-Instruct"
+    report = start_report("templates", args, model=model, defaults=DEFAULTS)
     report["notes"].append(
         "valid = the answer satisfies the template's FULL schema; valid@1 on the first "
         "attempt; failed requests count as invalid"
     )
+    from structsum.processors.engine import close_engine, load_engine
+
     started = time.perf_counter()
     engine = load_engine(settings.engine, settings.cache_dir)
     report["engine_start_s"] = time.perf_counter() - started
-    metrics: list[ArmMetrics] = []
-    samples: dict[str, list[Sample]] = {}
     try:
-        with tempfile.TemporaryDirectory(prefix="structsum-bench-") as tmp:
-            for template_id in template_ids:
-                for variant in args.variants:
-                    arm_dir = variant_templates_dir(Path(tmp), templates_dir, template_id, variant)
-                    arm_settings = settings.model_copy(update={"templates_dir": arm_dir})
-                    arm, wall = run_arm(
-                        engine=engine,
-                        settings=arm_settings,
-                        template_id=template_id,
-                        variant=variant,
-                        inputs=inputs,
-                        concurrency=args.concurrency,
-                    )
-                    metrics.append(compute_metrics(template_id, variant, arm, wall))
-                    print_table("so far", COLUMNS, table_rows(metrics[-1:]))
-                    if args.no_data:
-                        for sample in arm:
-                            sample.data = None
-                    samples[f"{template_id}:{variant}"] = arm
+        metrics, samples = run_all(engine, settings, template_ids, inputs, args)
     finally:
         close_engine()
-
     report["results"] = metrics
     report["samples"] = samples
     report["goal_valid_share"] = GOAL_VALID_SHARE
-    path = write_report(
-        report, args.result_dir, args.result_filename or report_filename("templates")
-    )
+    path = finish_report(report, args)
     print_table(
         f"templates over {len(inputs)} inputs ({settings.engine.model or 'bundled 135M'})",
         COLUMNS,
@@ -423,4 +340,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

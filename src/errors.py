@@ -165,3 +165,9 @@ class TaskFailed(StructsumError):
     """A queued job failed with an unexpected error (a worker bug or crash), not a typed one."""
 
     hint = "check the worker log for the traceback of this task id"
+
+
+class WorkerNotReady(StructsumError):
+    """A worker started by a benchmark exited or did not answer a ping in time."""
+
+    hint = "read the worker log named in the message (engine start, broker URL, free memory)"

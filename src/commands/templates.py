@@ -1,83 +1,50 @@
 """``structsum templates list|check|show``: what templates exist, whether they work, what decodes.
 
-``check`` is the gate a template author runs before shipping: everything loading
-checks (schema, example, policy, prompt), plus the decoding side - the simplified
-schema keeps the example, vLLM does not refuse it for xgrammar (when xgrammar is
-the configured backend), and xgrammar compiles it the way vLLM does and accepts
-the example.
-Problems are printed as one line each and the exit status is 1; never a traceback.
+``check`` is the gate a template author runs before shipping (the checks are in
+processors/template_check.py); it prints one line per template and per problem,
+and exits 1 when any template has one. Errors are reported the way every command
+reports them (``typed_errors``): one line, a hint, exit 1, never a traceback.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from structsum.commands.common import typed_errors
 from structsum.config import get_settings
-from structsum.errors import StructsumError, TemplateError
-from structsum.processors.templates import (
-    Template,
-    grammar_accepts,
-    list_templates,
-    load_template,
-    validate_instance,
-)
+from structsum.errors import TemplateError, TemplateInvalid, TemplateNotFound
+from structsum.processors.template_check import template_problems
+from structsum.processors.templates import list_templates, load_template
 
 app = typer.Typer(help="List, check and inspect summary templates (schemas/<id>/).")
 out = Console()
-err = Console(stderr=True)
 
 
 def _templates_dir() -> Path:
     return get_settings().templates_dir
 
 
-def _vllm_refuses(schema: dict[str, Any]) -> bool | None:
-    """vLLM's own test for schemas its xgrammar backend refuses; None without vLLM."""
-    try:
-        from vllm.v1.structured_output.backend_xgrammar import (
-            has_xgrammar_unsupported_json_features,
+def _all_ids(directory: Path) -> list[str]:
+    ids = list_templates(directory)
+    if not ids:
+        raise TemplateNotFound(
+            f"no templates in {directory} (STRUCTSUM_TEMPLATES_DIR names the directory)",
+            {"templates_dir": str(directory)},
         )
-    except ImportError:
-        return None
-    return bool(has_xgrammar_unsupported_json_features(schema))
-
-
-def decoding_problems(template: Template, *, backend: str) -> list[str]:
-    """What keeps the decoder from producing output like the template's own example."""
-    decoding = template.decoding
-    if decoding.schema is None or decoding.mode != "json_schema":
-        return []
-    problems = [
-        f"example is outside the decoding schema: {error}"
-        for error in validate_instance(decoding.schema, template.example)
-    ]
-    if backend == "xgrammar" and _vllm_refuses(decoding.schema):
-        problems.append(
-            "vLLM refuses the decoding schema for xgrammar (e.g. uniqueItems, contains, "
-            "multipleOf): add them to [simplify] drop_keywords"
-        )
-    if not grammar_accepts(decoding.schema, template.example):
-        problems.append(
-            "xgrammar rejects the example under the decoding schema "
-            "(keys must follow the schema's property order; values within the caps)"
-        )
-    return problems
+    return ids
 
 
 @app.command("list")
 def list_command() -> None:
     """List the templates with their decoding mode and caps."""
     directory = _templates_dir()
-    ids = list_templates(directory)
-    if not ids:
-        err.print(f"no templates in {directory}")
-        raise typer.Exit(1)
+    with typed_errors():
+        ids = _all_ids(directory)
     table = Table("id", "title", "mode", "caps (items/chars)", "attempts", "sha256")
     for template_id in ids:
         try:
@@ -107,39 +74,34 @@ def check_command(
     template_id: str | None = typer.Argument(None, help="one template id; default: all"),
 ) -> None:
     """Validate schema, example, policy, prompt and the decoding grammar; exit 1 on problems."""
-    settings = get_settings()
-    directory = settings.templates_dir
-    backend = settings.engine.structured_output_backend
-    ids = [template_id] if template_id else list_templates(directory)
-    if not ids:
-        err.print(f"no templates in {directory}")
-        raise typer.Exit(1)
-    failed = 0
-    for tid in ids:
-        try:
-            problems = decoding_problems(load_template(directory, tid), backend=backend)
-        except StructsumError as exc:
-            problems = [f"{exc.code}: {exc.message}"]
-        if problems:
-            failed += 1
-            for problem in problems:
-                out.print(f"[red]FAIL[/red] {tid}: {problem}", soft_wrap=True)
-        else:
-            out.print(f"[green]ok[/green]   {tid}")
-    if failed:
-        err.print(f"{failed} of {len(ids)} template(s) have problems")
-        raise typer.Exit(1)
+    directory = _templates_dir()
+    backend = get_settings().engine.structured_output_backend
+    with typed_errors():
+        ids = [template_id] if template_id else _all_ids(directory)
+        failed = [tid for tid in ids if not _report(tid, directory, backend)]
+        if failed:
+            raise TemplateInvalid(
+                f"{len(failed)} of {len(ids)} template(s) have problems: {', '.join(failed)}",
+                {"template_ids": failed},
+            )
+
+
+def _report(template_id: str, directory: Path, backend: str) -> bool:
+    """Print one template's check (``ok`` or one ``FAIL`` line per problem); True when ok."""
+    problems = template_problems(directory, template_id, backend=backend)
+    for problem in problems:
+        out.print(f"[red]FAIL[/red] {template_id}: {problem}", soft_wrap=True)
+    if not problems:
+        out.print(f"[green]ok[/green]   {template_id}")
+    return not problems
 
 
 @app.command("show")
 def show_command(template_id: str = typer.Argument(..., help="template id")) -> None:
     """Print the policy, what simplification changed, and the decoding schema or regex."""
-    try:
+    with typed_errors():
         t = load_template(_templates_dir(), template_id)
         decoding = t.decoding
-    except StructsumError as exc:
-        err.print(f"[red]{exc.code}[/red]: {exc}", soft_wrap=True)
-        raise typer.Exit(1) from None
     out.print(f"[bold]{t.id}[/bold]  {t.path}")
     out.print(f"schema sha256: {t.schema_sha256}")
     out.print("[bold]policy[/bold]")

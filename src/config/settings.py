@@ -124,6 +124,12 @@ class BudgetSettings(BaseModel):
     max_input_chars: int = Field(
         default=400_000, ge=1, description="hard limit; longer text is refused, not chunked"
     )
+    feedback_answer_chars: int = Field(
+        default=600,
+        ge=1,
+        description="a retry prompt repeats this many characters of the rejected answer "
+        "(cut with an ellipsis), next to its validation errors",
+    )
 
 
 class QueueSettings(BaseModel):

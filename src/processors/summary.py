@@ -2,9 +2,12 @@
 
 Two schemas meet here. The *decoding* schema (simplified per policy) constrains
 the tokens; the *full* schema judges the result. Validation is what decides
-``valid``; a guided decode only makes validity likely. Retries follow the
-template's policy: temperatures and guided/unguided per attempt, the validation
-errors fed back, and more room after an answer that ran out of tokens.
+``valid``; a guided decode only makes validity likely.
+
+A request runs through three stages, each reading one loaded ``Template``:
+``prepare`` (enhancement, token budget, condensing, the rendered prompt),
+``run_attempts`` (processors/attempts.py: decode, judge, retry per policy) and
+``build_result`` (the result, or ``OutputInvalid`` when the policy says so).
 """
 
 from __future__ import annotations
@@ -13,65 +16,33 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from structsum.config import Settings
 from structsum.errors import OutputInvalid, TextTooLong
 from structsum.models import (
-    Attempt,
     EnhancementRequest,
     EnhancementResult,
     SummaryRequest,
     SummaryResult,
     Usage,
 )
-from structsum.processors.budget import output_budget, text_allowance
-from structsum.processors.chunking import split_text
-from structsum.processors.engine import Engine, GenerationOutput, GenerationRequest, Guide
+from structsum.processors.attempts import Outcome, requested_tokens, run_attempts
+from structsum.processors.budget import text_allowance
+from structsum.processors.condense import condense
+from structsum.processors.engine import Engine
 from structsum.processors.enhancement import check_length, enhance
-from structsum.processors.prompts import (
-    CONDENSE_SYSTEM,
-    RETRY_FEEDBACK,
-    SUMMARY_SYSTEM,
-    language_instruction,
-)
-from structsum.processors.simplify import SimplifiedSchema
-from structsum.processors.templates import Template, load_template, render_prompt, validate_instance
-
-# How many validation errors are shown to the model on a retry; more only adds noise.
-_FEEDBACK_ERRORS = 5
+from structsum.processors.prompts import SUMMARY_SYSTEM, language_instruction
+from structsum.processors.templates import Template, load_template, render_prompt
 
 
 @dataclass(frozen=True)
-class Judgement:
-    data: dict[str, Any] | None
-    errors: list[str]
+class Prepared:
+    """A request made ready to decode: its messages fit the context with room to answer."""
 
-    @property
-    def valid(self) -> bool:
-        return self.data is not None and not self.errors
-
-
-def _extract_json(text: str) -> str:
-    """Unguided answers may wrap the object in prose or fences; take the outer braces."""
-    start, end = text.find("{"), text.rfind("}")
-    return text[start : end + 1] if 0 <= start < end else text
-
-
-def judge(output: GenerationOutput, schema: dict[str, Any], *, guided: bool) -> Judgement:
-    """Parse and validate one answer against the FULL schema; truncation is never valid."""
-    raw = output.text if guided else _extract_json(output.text)
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        reason = "output was cut at max_tokens" if output.truncated else "output is not JSON"
-        return Judgement(None, [f"{reason}: {exc.msg} at char {exc.pos}"])
-    if not isinstance(data, dict):
-        return Judgement(None, [f"output is JSON {type(data).__name__}, not an object"])
-    errors = validate_instance(schema, data)
-    if output.truncated:
-        errors = [f"output was cut at max_tokens ({output.completion_tokens} tokens)", *errors]
-    return Judgement(data, errors)
+    messages: list[dict[str, str]]
+    chunks: int  # chunks of the first condense round; 1 when nothing was condensed
+    usage: Usage  # tokens spent before the summary (condensing)
+    enhancement: EnhancementResult | None
 
 
 def settings_fingerprint(settings: Settings, template: Template, model: str) -> str:
@@ -87,115 +58,39 @@ def settings_fingerprint(settings: Settings, template: Template, model: str) -> 
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def _guide(simplified: SimplifiedSchema) -> Guide | None:
-    if simplified.mode == "json_schema" and simplified.schema is not None:
-        return Guide("json", simplified.schema)
-    if simplified.mode == "regex" and simplified.regex is not None:
-        return Guide("regex", simplified.regex)
-    if simplified.mode == "json_object":
-        return Guide("json_object")
-    return None
-
-
-def _summary_messages(prompt: str, language: str | None) -> list[dict[str, str]]:
+def _messages(template: Template, request: SummaryRequest, text: str) -> list[dict[str, str]]:
+    prompt = render_prompt(
+        template, text=text, language=request.language, variables=request.variables
+    )
     return [
-        {"role": "system", "content": SUMMARY_SYSTEM + language_instruction(language)},
+        {"role": "system", "content": SUMMARY_SYSTEM + language_instruction(request.language)},
         {"role": "user", "content": prompt},
     ]
 
 
-def condense(
-    text: str, *, allowance: int, engine: Engine, settings: Settings
-) -> tuple[str, int, Usage]:
-    """Map stage: while the text is over ``allowance`` tokens, replace it by chunk notes.
-
-    Returns the text that fits, the number of chunks of the first round (1 when
-    nothing was condensed) and the tokens spent.
-    """
-    budget = settings.budget
-    sampling = settings.sampling.condense
-    max_model_len = settings.engine.max_model_len
-    overhead = len(engine.tokenize_chat(_condense_messages("")))
-    chunk_tokens = text_allowance(
-        overhead, output_tokens=sampling.max_tokens, max_model_len=max_model_len, budget=budget
+def _enhanced(
+    request: SummaryRequest, *, engine: Engine, settings: Settings
+) -> tuple[str, EnhancementResult | None]:
+    """The text to summarize: the request's, or its cleaned-up version when asked for."""
+    if not request.enhance:
+        return request.text, None
+    enhancement = enhance(
+        EnhancementRequest(text=request.text, language=request.language),
+        engine=engine,
+        settings=settings,
     )
-    usage = Usage()
-    first_round_chunks = 1
-    previous_tokens: int | None = None
-    for round_index in range(budget.max_condense_rounds):
-        tokens = engine.count_tokens(text)
-        if tokens <= allowance:
-            return text, first_round_chunks, usage
-        if previous_tokens is not None and tokens >= previous_tokens:
-            raise TextTooLong(
-                f"condensing does not shrink the text ({previous_tokens} -> {tokens} tokens)",
-                {"tokens": tokens, "allowance": allowance},
-            )
-        previous_tokens = tokens
-        chunks = split_text(
-            text,
-            max_tokens=chunk_tokens,
-            overlap_tokens=budget.chunk_overlap_tokens,
-            count=engine.count_tokens,
-        )
-        if len(chunks) > budget.max_chunks:
-            raise TextTooLong(
-                f"text needs {len(chunks)} chunks of {chunk_tokens} tokens, "
-                f"the limit is {budget.max_chunks}",
-                {"chunks": len(chunks), "limit": budget.max_chunks},
-            )
-        if round_index == 0:
-            first_round_chunks = len(chunks)
-        requests = [
-            GenerationRequest(_condense_messages(chunk), sampling) for chunk in chunks
-        ]
-        outputs = engine.generate(requests)
-        for output in outputs:
-            usage = usage + Usage(
-                prompt_tokens=output.prompt_tokens, completion_tokens=output.completion_tokens
-            )
-        text = "\n\n".join(output.text.strip() for output in outputs)
-    if engine.count_tokens(text) > allowance:
-        raise TextTooLong(
-            f"text still exceeds the context after {budget.max_condense_rounds} condense rounds",
-            {"rounds": budget.max_condense_rounds},
-        )
-    return text, first_round_chunks, usage
+    return enhancement.text, enhancement
 
 
-def _condense_messages(text: str) -> list[dict[str, str]]:
-    return [{"role": "system", "content": CONDENSE_SYSTEM}, {"role": "user", "content": text}]
-
-
-def summarize(request: SummaryRequest, *, engine: Engine, settings: Settings) -> SummaryResult:
-    started = time.perf_counter()
-    template = load_template(settings.templates_dir, request.template_id)
-    check_length(request.text, settings)
-    policy = template.policy
-    sampling = settings.sampling.summary
+def _text_allowance(
+    template: Template, request: SummaryRequest, *, engine: Engine, settings: Settings
+) -> int:
+    """Tokens of text the rendered prompt can hold and still leave room for the answer."""
     max_model_len = settings.engine.max_model_len
-    requested_tokens = policy.max_tokens or sampling.max_tokens
-
-    enhancement: EnhancementResult | None = None
-    text = request.text
-    if request.enhance:
-        enhancement = enhance(
-            EnhancementRequest(text=text, language=request.language),
-            engine=engine,
-            settings=settings,
-        )
-        text = enhancement.text
-
-    def render(body: str) -> list[dict[str, str]]:
-        prompt = render_prompt(
-            template, text=body, language=request.language, variables=request.variables
-        )
-        return _summary_messages(prompt, request.language)
-
-    overhead = len(engine.tokenize_chat(render("")))
+    overhead = len(engine.tokenize_chat(_messages(template, request, "")))
     allowance = text_allowance(
         overhead,
-        output_tokens=min(requested_tokens, settings.budget.output_reserve),
+        output_tokens=min(requested_tokens(template, settings), settings.budget.output_reserve),
         max_model_len=max_model_len,
         budget=settings.budget,
     )
@@ -205,68 +100,36 @@ def summarize(request: SummaryRequest, *, engine: Engine, settings: Settings) ->
             f"no room for text within max_model_len={max_model_len}",
             {"prompt_tokens": overhead, "max_model_len": max_model_len},
         )
+    return allowance
+
+
+def prepare(
+    template: Template, request: SummaryRequest, *, engine: Engine, settings: Settings
+) -> Prepared:
+    """Stage 1: enhancement, token budget and condensing, ending in the rendered prompt."""
+    check_length(request.text, settings)
+    text, enhancement = _enhanced(request, engine=engine, settings=settings)
+    allowance = _text_allowance(template, request, engine=engine, settings=settings)
     text, chunks, usage = condense(text, allowance=allowance, engine=engine, settings=settings)
-    messages = render(text)
+    return Prepared(_messages(template, request, text), chunks, usage, enhancement)
 
-    simplified = template.decoding
-    guide = _guide(simplified)
-    attempts: list[Attempt] = []
-    judgements: list[Judgement] = []
-    feedback: list[dict[str, str]] = []
-    wanted = requested_tokens
-    for index in range(policy.retry.attempts):
-        guided = guide is not None and policy.retry.guided_for(index)
-        attempt_messages = messages + feedback
-        ids = engine.tokenize_chat(attempt_messages)
-        plan = output_budget(
-            len(ids), requested=wanted, max_model_len=max_model_len, budget=settings.budget
-        )
-        temperature = policy.retry.temperature_for(index)
-        output = engine.generate(
-            [
-                GenerationRequest(
-                    attempt_messages,
-                    sampling,
-                    guide=guide if guided else None,
-                    temperature=temperature,
-                    max_tokens=plan.max_tokens,
-                    prompt_token_ids=ids,
-                )
-            ]
-        )[0]
-        judgement = judge(output, template.schema, guided=guided)
-        judgements.append(judgement)
-        attempt_usage = Usage(
-            prompt_tokens=output.prompt_tokens, completion_tokens=output.completion_tokens
-        )
-        usage = usage + attempt_usage
-        attempts.append(
-            Attempt(
-                index=index,
-                temperature=temperature,
-                guided=guided,
-                finish_reason=output.finish_reason,
-                usage=attempt_usage,
-                elapsed_s=output.elapsed_s,
-                ttft_s=output.ttft_s,
-                valid=judgement.valid,
-                errors=judgement.errors,
-            )
-        )
-        if judgement.valid:
-            break
-        if output.truncated:
-            wanted = int(plan.max_tokens * policy.retry.truncation_growth)
-        if policy.retry.feedback_errors:
-            shown = "; ".join(judgement.errors[:_FEEDBACK_ERRORS])
-            feedback = [{"role": "user", "content": RETRY_FEEDBACK.format(errors=shown)}]
 
-    best = _best(judgements)
-    if not best.valid and policy.retry.on_exhausted == "error":
+def build_result(
+    template: Template,
+    prepared: Prepared,
+    outcome: Outcome,
+    *,
+    engine: Engine,
+    settings: Settings,
+    started: float,
+) -> SummaryResult:
+    """Stage 3: the result, or OutputInvalid when no attempt was valid and the policy says so."""
+    best = outcome.best
+    if not best.valid and template.policy.retry.on_exhausted == "error":
         raise OutputInvalid(
-            f"template {template.id!r}: no valid output after {len(attempts)} attempts",
+            f"template {template.id!r}: no valid output after {len(outcome.attempts)} attempts",
             {
-                "attempts": [a.model_dump(mode="json") for a in attempts],
+                "attempts": [a.model_dump(mode="json") for a in outcome.attempts],
                 "errors": best.errors,
                 "data": best.data,
             },
@@ -277,23 +140,34 @@ def summarize(request: SummaryRequest, *, engine: Engine, settings: Settings) ->
         data=best.data,
         valid=best.valid,
         errors=best.errors,
-        attempts=attempts,
-        usage=usage,
+        attempts=outcome.attempts,
+        usage=prepared.usage + outcome.usage,
         elapsed_s=time.perf_counter() - started,
         model=engine.model_name,
         settings_fingerprint=settings_fingerprint(settings, template, engine.model_name),
-        chunks=chunks,
-        simplification=list(simplified.changes),
-        enhancement=enhancement,
+        chunks=prepared.chunks,
+        simplification=list(template.decoding.changes),
+        enhancement=prepared.enhancement,
     )
 
 
-def _best(judgements: list[Judgement]) -> Judgement:
-    """The valid answer if any, else the parsed one with the fewest errors."""
-    for judgement in judgements:
-        if judgement.valid:
-            return judgement
-    parsed = [j for j in judgements if j.data is not None]
-    if parsed:
-        return min(parsed, key=lambda j: len(j.errors))
-    return judgements[-1]
+def summarize_template(
+    template: Template, request: SummaryRequest, *, engine: Engine, settings: Settings
+) -> SummaryResult:
+    """Summarize with an already loaded template (``request.template_id`` is not read).
+
+    For callers that hold a template themselves: a template checker, a benchmark
+    that edits the policy in memory.
+    """
+    started = time.perf_counter()
+    prepared = prepare(template, request, engine=engine, settings=settings)
+    outcome = run_attempts(template, prepared.messages, engine=engine, settings=settings)
+    return build_result(
+        template, prepared, outcome, engine=engine, settings=settings, started=started
+    )
+
+
+def summarize(request: SummaryRequest, *, engine: Engine, settings: Settings) -> SummaryResult:
+    """The public entry (tasks, CLI): load the request's template, then summarize with it."""
+    template = load_template(settings.templates_dir, request.template_id)
+    return summarize_template(template, request, engine=engine, settings=settings)

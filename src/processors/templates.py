@@ -4,8 +4,9 @@ Loading checks everything a template author can get wrong, once, and raises a
 typed error that names the template and the file: the schema must be a valid
 draft 2020-12 schema with no remote ``$ref`` and bounded patterns, the example
 must validate, the policy must have only known keys, the prompt must render
-(in Jinja's sandbox) and the decoding schema must be derivable under the policy.
-Loaded templates are cached until one of their files changes.
+(in Jinja's sandbox, see rendering.py) and the decoding schema must be derivable
+under the policy. Loaded templates are cached until one of their files changes.
+The decoding-side check (``structsum templates check``) is in template_check.py.
 """
 
 from __future__ import annotations
@@ -16,27 +17,25 @@ import logging
 import re
 import threading
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
 import jinja2
-import jinja2.meta
-from jinja2.sandbox import SandboxedEnvironment
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from pydantic import ValidationError
 
-from structsum.errors import (
-    ExampleInvalid,
-    PromptRenderError,
-    SchemaInvalid,
-    TemplateInvalid,
-    TemplateNotFound,
-)
+from structsum.errors import ExampleInvalid, SchemaInvalid, TemplateInvalid, TemplateNotFound
 from structsum.processors.policy import Policy
+from structsum.processors.rendering import compile_prompt, render_sample, request_variables
+
+# Rendering lives in rendering.py; summary.py (and work in flight on it) imports it from here.
+from structsum.processors.rendering import render_prompt as render_prompt
+from structsum.processors.schema_refs import offline_registry, remote_refs
+from structsum.processors.schema_walk import json_path, walk
 from structsum.processors.simplify import SimplifiedSchema, simplify_schema
 
 log = logging.getLogger(__name__)
@@ -56,22 +55,6 @@ MAX_PATTERN_CHARS = 256
 # Validation messages go back into retry prompts and logs; a message that quotes a
 # whole runaway string would crowd out the text.
 MAX_ERROR_CHARS = 240
-# Reserved prompt variables; a request variable may not shadow them.
-RESERVED_VARIABLES = frozenset({"text", "schema", "example", "language"})
-# Rendering a prompt at load time proves it renders; these stand in for the text and
-# for the request variables the prompt reads (a request that lacks one fails at render).
-_SAMPLE_TEXT = "Alice: we ship on Friday. Bob: I will write the release notes."
-_SAMPLE_VARIABLE = "sample"
-
-_jinja = SandboxedEnvironment(
-    undefined=jinja2.StrictUndefined,
-    autoescape=False,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=False,
-)
-# What a sandboxed render can raise from template code (filters, arithmetic, lookups).
-_RENDER_ERRORS = (jinja2.TemplateError, TypeError, ValueError, ArithmeticError, LookupError)
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,15 +78,18 @@ class Template:
         """The schema/regex the decoder is guided by under this template's policy."""
         return simplify_schema(self.schema, self.policy.simplify)
 
+    @property
+    def prompt_path(self) -> Path:
+        return self.path / PROMPT_FILE
+
     @cached_property
     def compiled_prompt(self) -> jinja2.Template:
-        return _compile_prompt(self.prompt_source, str(self.path / PROMPT_FILE), self.id)
+        return compile_prompt(self.prompt_source, str(self.prompt_path), self.id)
 
     @cached_property
     def request_variables(self) -> frozenset[str]:
         """Names the prompt reads besides the reserved ones: the request supplies them."""
-        names = jinja2.meta.find_undeclared_variables(_jinja.parse(self.prompt_source))
-        return frozenset(names) - RESERVED_VARIABLES
+        return request_variables(self.prompt_source)
 
     @cached_property
     def schema_json(self) -> str:
@@ -131,16 +117,10 @@ def schema_sha256(schema: dict[str, Any]) -> str:
 @lru_cache(maxsize=128)
 def _validator(canonical: str) -> Draft202012Validator:
     return Draft202012Validator(
-        json.loads(canonical), format_checker=Draft202012Validator.FORMAT_CHECKER
+        json.loads(canonical),
+        format_checker=Draft202012Validator.FORMAT_CHECKER,
+        registry=offline_registry(),
     )
-
-
-def json_path(parts: Iterator[str | int] | Any) -> str:
-    """``['a', 0, 'b']`` -> ``$.a[0].b`` (the notation of errors and simplifier changes)."""
-    out = "$"
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return out
 
 
 def _shorten(message: str) -> str:
@@ -235,7 +215,7 @@ def _load(directory: Path, template_id: str) -> Template:
     policy = _load_policy(directory / POLICY_FILE, where(POLICY_FILE), template_id)
     example = _load_example(directory / EXAMPLE_FILE, where(EXAMPLE_FILE), template_id, schema)
     prompt_source = _read(directory / PROMPT_FILE, where(PROMPT_FILE), template_id)
-    _compile_prompt(prompt_source, where(PROMPT_FILE), template_id)
+    compile_prompt(prompt_source, where(PROMPT_FILE), template_id)
 
     template = Template(
         id=template_id,
@@ -261,14 +241,7 @@ def _load(directory: Path, template_id: str) -> Template:
                 f"{where(SCHEMA_FILE)}: simplified schema is invalid: {exc.message}",
                 {"template_id": template_id},
             ) from exc
-    try:
-        samples = dict.fromkeys(template.request_variables, _SAMPLE_VARIABLE)
-        render_prompt(template, text=_SAMPLE_TEXT, language=None, variables=samples)
-    except PromptRenderError as exc:
-        raise PromptRenderError(
-            f"{exc.message} (rendering a sample text at load)",
-            {"template_id": template_id},
-        ) from exc
+    render_sample(template)
     return template
 
 
@@ -302,13 +275,14 @@ def _load_schema(path: Path, where: str, template_id: str) -> dict[str, Any]:
             f"{where}: not a valid JSON Schema: {exc.message} at {json_path(exc.absolute_path)}",
             details,
         ) from exc
-    for location, ref in _refs(schema, "$"):
-        if not ref.startswith("#"):
-            raise SchemaInvalid(
-                f"{where}: remote $ref {ref!r} at {location} is not allowed (only '#...')",
-                {**details, "ref": ref},
-            )
-    for location, pattern in _patterns(schema, "$"):
+    remote = next(remote_refs(schema), None)
+    if remote is not None:
+        location, ref = remote
+        raise SchemaInvalid(
+            f"{where}: remote $ref {ref!r} at {location} is not allowed (only '#...')",
+            {**details, "ref": ref},
+        )
+    for location, pattern in _patterns(schema):
         if len(pattern) > MAX_PATTERN_CHARS:
             raise SchemaInvalid(
                 f"{where}: pattern at {location} is {len(pattern)} characters, "
@@ -318,33 +292,14 @@ def _load_schema(path: Path, where: str, template_id: str) -> dict[str, Any]:
     return schema
 
 
-def _refs(node: Any, location: str) -> Iterator[tuple[str, str]]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in ("$ref", "$dynamicRef") and isinstance(value, str):
-                yield location, value
-            else:
-                yield from _refs(value, f"{location}.{key}")
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _refs(value, f"{location}[{i}]")
-
-
-def _patterns(node: Any, location: str) -> Iterator[tuple[str, str]]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "pattern" and isinstance(value, str):
-                yield location, value
-            elif key == "patternProperties" and isinstance(value, dict):
-                for pattern, sub in value.items():
-                    yield f"{location}.patternProperties", pattern
-                    yield from _patterns(sub, f"{location}.patternProperties.{pattern}")
-                continue
-            if isinstance(value, dict | list):
-                yield from _patterns(value, f"{location}.{key}")
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _patterns(value, f"{location}[{i}]")
+def _patterns(schema: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """``(location, pattern)`` of every ``pattern`` and ``patternProperties`` key."""
+    for location, node in walk(schema):
+        if isinstance(node.get("pattern"), str):
+            yield location, node["pattern"]
+        if isinstance(node.get("patternProperties"), dict):
+            for pattern in node["patternProperties"]:
+                yield f"{location}.patternProperties", pattern
 
 
 def _load_policy(path: Path, where: str, template_id: str) -> Policy:
@@ -386,80 +341,3 @@ def _load_example(
             {**details, "errors": errors},
         )
     return example
-
-
-def _compile_prompt(source: str, where: str, template_id: str) -> jinja2.Template:
-    try:
-        return _jinja.from_string(source)
-    except jinja2.TemplateSyntaxError as exc:
-        raise PromptRenderError(
-            f"{where}: syntax error at line {exc.lineno}: {exc.message}",
-            {"template_id": template_id, "line": exc.lineno},
-        ) from exc
-
-
-# --- rendering --------------------------------------------------------------------------
-
-
-def render_prompt(
-    template: Template,
-    *,
-    text: str,
-    language: str | None,
-    variables: Mapping[str, str | int | float | bool],
-) -> str:
-    """Render the template's prompt in the sandbox; undefined variables are errors.
-
-    Available: ``text``, ``schema`` (the full schema, pretty JSON), ``example``
-    (one-line JSON), ``language`` and the request's ``variables``.
-    """
-    shadowed = sorted(RESERVED_VARIABLES & set(variables))
-    if shadowed:
-        raise PromptRenderError(
-            f"template {template.id!r}: request variables {shadowed} shadow reserved names",
-            {"template_id": template.id, "variables": shadowed},
-        )
-    context: dict[str, Any] = {
-        **variables,
-        "text": text,
-        "schema": template.schema_json,
-        "example": template.example_json,
-        "language": language,
-    }
-    try:
-        return template.compiled_prompt.render(context).strip()
-    except _RENDER_ERRORS as exc:
-        raise PromptRenderError(
-            f"template {template.id!r}: {template.path / PROMPT_FILE}: {type(exc).__name__}: {exc}",
-            {"template_id": template.id},
-        ) from exc
-
-
-# --- offline decoding check -------------------------------------------------------------
-
-
-def grammar_accepts(
-    schema: dict[str, Any], instance: object, *, any_whitespace: bool = True
-) -> bool:
-    """Whether xgrammar, compiled the way vLLM compiles it, accepts ``instance``'s JSON.
-
-    No model and no tokenizer are needed: the matcher is fed characters. Keys are
-    serialized in the instance's own order, which must be the schema's declared order
-    (vLLM's xgrammar backend does not allow any order). Raises ``SchemaInvalid`` when
-    the schema does not compile.
-    """
-    import xgrammar as xgr
-
-    try:
-        compiler = xgr.GrammarCompiler(xgr.TokenizerInfo([]), cache_enabled=False)
-        compiled = compiler.compile_json_schema(
-            schema,
-            any_whitespace=any_whitespace,
-            separators=None if any_whitespace else (",", ":"),
-        )
-    except RuntimeError as exc:
-        raise SchemaInvalid(f"xgrammar cannot compile the decoding schema: {exc}", {}) from exc
-    matcher = xgr.GrammarMatcher(compiled, terminate_without_stop_token=True)
-    separators = (", ", ": ") if any_whitespace else (",", ":")
-    text = json.dumps(instance, ensure_ascii=False, separators=separators)
-    return bool(matcher.accept_string(text)) and bool(matcher.is_terminated())

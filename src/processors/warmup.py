@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from structsum.config import Settings
 from structsum.processors.engine import Engine, GenerationRequest
-from structsum.processors.summary import _guide as guide_for
 from structsum.processors.templates import list_templates, load_template
 
 log = logging.getLogger(__name__)
@@ -43,7 +42,7 @@ def warmup_requests(
     warmed: list[str] = []
     requests: list[GenerationRequest] = []
     for template_id in ids:
-        guide = guide_for(load_template(settings.templates_dir, template_id).decoding)
+        guide = load_template(settings.templates_dir, template_id).decoding.guide
         if guide is None:
             continue
         warmed.append(template_id)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from structsum.bench.report import (
     load_report,
     markdown_table,
     parse_metadata,
+    structsum_revision,
     to_jsonable,
     write_report,
 )
@@ -70,3 +73,42 @@ def test_dataclasses_and_paths_become_json() -> None:
 def test_markdown_table() -> None:
     text = markdown_table(["a", "b"], [["1", "2"]])
     assert text.splitlines() == ["| a | b |", "|---|---|", "| 1 | 2 |"]
+
+
+def _git(cwd: Path, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(GIT_CONFIG_GLOBAL="/dev/null", GIT_CONFIG_NOSYSTEM="1")
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_the_commit_is_read_with_packed_refs(tmp_path: Path) -> None:
+    _git(tmp_path, "init", "-q", "-b", "main")
+    _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
+         "--allow-empty", "-m", "first")  # fmt: skip
+    _git(tmp_path, "pack-refs", "--all")
+    assert not (tmp_path / ".git" / "refs" / "heads" / "main").exists()
+    head = _git(tmp_path, "rev-parse", "HEAD")
+    assert structsum_revision(tmp_path) == head[:12]
+    report = base_report("tasks", arguments={}, model=None, metadata={}, source_dir=tmp_path)
+    assert report["versions"]["structsum_commit"] == head[:12]
+
+
+def test_no_commit_outside_a_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    assert structsum_revision(tmp_path) is None
+
+
+def test_secrets_never_reach_the_written_report(tmp_path: Path) -> None:
+    report = base_report(
+        "tasks",
+        arguments={"broker": "redis://:s3cret@host:6379/7"},
+        model=None,
+        metadata={},
+    )
+    report["settings"] = {"queue": {"broker_url": "redis://:s3cret@host:6379/7"}}
+    text = write_report(report, tmp_path, "r.json").read_text(encoding="utf-8")
+    assert "s3cret" not in text
+    assert json.loads(text)["settings"]["queue"]["broker_url"] == "redis://:***@host:6379/7"

@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -130,3 +131,21 @@ def test_show_unknown_template_fails_cleanly(templates_dir: Path) -> None:
     assert result.exit_code == 1
     assert "TemplateNotFound" in result.output
     assert "Traceback" not in result.output
+
+
+def test_every_templates_command_reports_errors_one_way(
+    templates_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (templates_dir / "generic_summary_v1" / "schema.json").write_text("{")
+    failures = {
+        "check": runner.invoke(app, ["check"]),
+        "show": runner.invoke(app, ["show", "no_such_template"]),
+    }
+    monkeypatch.setenv("STRUCTSUM_TEMPLATES_DIR", str(tmp_path / "empty"))
+    get_settings.cache_clear()
+    failures["list"] = runner.invoke(app, ["list"])
+    for command, result in failures.items():
+        assert result.exit_code == 1, command
+        assert re.search(r"^error (TemplateInvalid|TemplateNotFound): ", result.output, re.M)
+        assert re.search(r"^hint ", result.output, re.M), command
+        assert "Traceback" not in result.output

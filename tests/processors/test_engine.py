@@ -61,6 +61,70 @@ def test_sampling_params_are_built_in_one_place() -> None:
     assert regex.structured_outputs == StructuredOutputsParams(regex="[ab]+")
 
 
+@pytest.mark.parametrize("disable_any_whitespace", [False, True])
+@pytest.mark.parametrize("kind", [None, "json", "regex", "json_object"])
+def test_each_guide_becomes_exactly_its_vllm_request(
+    kind: str | None, disable_any_whitespace: bool
+) -> None:
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+
+    guides = {
+        None: (None, None),
+        "json": (
+            Guide("json", SCHEMA),
+            StructuredOutputsParams(json=SCHEMA, disable_any_whitespace=disable_any_whitespace),
+        ),
+        # A regex spells out its own whitespace: the flag does not apply.
+        "regex": (Guide("regex", "[ab]+"), StructuredOutputsParams(regex="[ab]+")),
+        "json_object": (
+            Guide("json_object"),
+            StructuredOutputsParams(
+                json_object=True, disable_any_whitespace=disable_any_whitespace
+            ),
+        ),
+    }
+    guide, structured = guides[kind]
+    sampling = SamplingSettings(
+        temperature=0.7, top_p=0.9, top_k=20, repetition_penalty=1.1, max_tokens=100, stop=["END"]
+    )
+    request = GenerationRequest(MESSAGES, sampling, guide, temperature=0.2, max_tokens=40)
+    params = build_sampling_params(request, disable_any_whitespace=disable_any_whitespace)
+    assert params == SamplingParams(
+        temperature=0.2,
+        top_p=0.9,
+        top_k=20,
+        repetition_penalty=1.1,
+        presence_penalty=0.0,
+        max_tokens=40,
+        stop=["END"],
+        skip_special_tokens=True,
+        structured_outputs=structured,
+        output_kind=RequestOutputKind.CUMULATIVE,
+    )
+    assert params.structured_outputs == structured
+
+
+def test_benchmark_options_force_the_length_and_stream_deltas() -> None:
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    sampling = SamplingSettings(temperature=0.7, top_p=0.95, repetition_penalty=1.0, max_tokens=64)
+    request = GenerationRequest([], sampling, exact_length=True)
+    params = build_sampling_params(request, deltas=True)
+    assert params == SamplingParams(
+        temperature=0.7,
+        top_p=0.95,
+        top_k=-1,
+        repetition_penalty=1.0,
+        max_tokens=64,
+        ignore_eos=True,
+        min_tokens=64,
+        output_kind=RequestOutputKind.DELTA,
+    )
+    assert params.ignore_eos and params.min_tokens == 64
+
+
 @pytest.mark.engine
 def test_guided_generation_follows_the_schema(engine: Any) -> None:
     sampling = SamplingSettings(max_tokens=200)

@@ -11,8 +11,10 @@ from jsonschema import Draft202012Validator
 
 from structsum.config import Settings
 from structsum.errors import SchemaInvalid
+from structsum.processors.guide import Guide
 from structsum.processors.policy import SAFE_TO_DROP, SimplifyPolicy
 from structsum.processors.simplify import (
+    SimplifiedSchema,
     additional_properties_false,
     cap_items,
     cap_strings,
@@ -129,6 +131,26 @@ def test_inline_refs_refuses_what_cannot_be_inlined(schema: dict[str, Any], mess
 def test_inline_refs_without_refs_changes_nothing() -> None:
     schema = obj(a={"type": "string"})
     assert inline_refs(schema) == (schema, [])
+
+
+def test_inline_refs_leaves_data_that_looks_like_a_ref_alone() -> None:
+    # A const (or enum member, or default) is data: a "$ref" key inside it is not a ref.
+    schema = {
+        "$defs": {"n": {"type": "null"}},
+        **obj(a={"$ref": "#/$defs/n"}, b={"const": {"$ref": "#/$defs/n"}}),
+    }
+    out, _ = inline_refs(schema)
+    assert out == obj(a={"type": "null"}, b={"const": {"$ref": "#/$defs/n"}})
+
+
+def test_inline_refs_resolves_against_the_schema_id() -> None:
+    schema = {
+        "$id": "https://example.com/brief.json",
+        "$defs": {"s": {"type": "string"}},
+        **obj(a={"$ref": "#/$defs/s"}),
+    }
+    out, _ = inline_refs(schema)
+    assert out["properties"]["a"] == {"type": "string"}
 
 
 # --- drop_keywords ----------------------------------------------------------------------
@@ -465,3 +487,23 @@ def test_the_restriction_detector_catches_a_capped_instance() -> None:
     assert Draft202012Validator(simplified.schema).is_valid({"a": ["x", "y"]}) is False
     forged = type(simplified)(simplified.mode, simplified.schema, None, [], frozenset())
     assert unexplained_errors(forged, {"a": ["x", "y"]}) != []
+
+
+@pytest.mark.parametrize(
+    ("mode", "kind"), [("json_schema", "json"), ("json_object", "json_object"), ("none", None)]
+)
+def test_the_decoding_schema_decides_its_guide(mode: str, kind: str | None) -> None:
+    result = simplify_schema(SCHEMA, SimplifyPolicy(mode=mode))  # type: ignore[arg-type]
+    guide = result.guide
+    assert (guide.kind if guide else None) == kind
+    if kind == "json":
+        assert guide is not None and guide.value == result.schema
+    elif guide is not None:
+        assert guide.value is None
+
+
+def test_regex_mode_guides_by_its_regex() -> None:
+    regex = SimplifiedSchema("regex", {"type": "string"}, '"[a-z]*"', [])
+    assert regex.guide == Guide("regex", '"[a-z]*"')
+    # A mode without what it needs decodes unguided rather than guessing.
+    assert SimplifiedSchema("json_schema", None, None, []).guide is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,8 @@ from structsum.config import BudgetSettings, EngineSettings, Settings
 from structsum.errors import OutputInvalid, TemplateNotFound, TextTooLong
 from structsum.models import SummaryRequest
 from structsum.processors.engine import GenerationRequest
-from structsum.processors.summary import summarize
+from structsum.processors.summary import summarize, summarize_template
+from structsum.processors.templates import load_template
 from tests.fakes import FakeEngine
 
 SCHEMA: dict[str, Any] = {
@@ -98,6 +100,17 @@ def test_validation_errors_are_fed_back_into_the_retry_prompt(tmp_path: Path) ->
     assert len(second.messages) == len(first.messages) + 1
     assert "rejected" in second.messages[-1]["content"]
     assert "title" in second.messages[-1]["content"]
+    assert INVALID in second.messages[-1]["content"]  # the rejected answer itself
+
+
+def test_the_rejected_answer_is_shortened_to_the_configured_length(tmp_path: Path) -> None:
+    make_template(tmp_path, RETRY_POLICY + "feedback_errors = true\n")
+    engine = FakeEngine([(INVALID, "stop"), (VALID, "stop")])
+    settings = make_settings(tmp_path, feedback_answer_chars=8)
+    summarize(request(), engine=engine, settings=settings)
+    feedback = engine.requests[1].messages[-1]["content"]
+    assert INVALID[:8] + "…" in feedback
+    assert INVALID[:9] not in feedback
 
 
 def test_no_feedback_when_the_policy_says_so(tmp_path: Path) -> None:
@@ -231,6 +244,22 @@ def test_shipped_generic_template_is_used_by_default_settings() -> None:
     )
     assert result.valid, result.errors
 
+
+def test_a_loaded_template_is_used_as_given(tmp_path: Path) -> None:
+    make_template(tmp_path, RETRY_POLICY)
+    loaded = load_template(tmp_path, "t1")
+    unguided = loaded.policy.model_copy(
+        update={"simplify": loaded.policy.simplify.model_copy(update={"mode": "none"})}
+    )
+    template = replace(loaded, policy=unguided)  # edited in memory, not on disk
+    engine = FakeEngine([(INVALID, "stop"), (VALID, "stop")])
+    result = summarize_template(
+        template, request(), engine=engine, settings=make_settings(tmp_path)
+    )
+    assert result.valid
+    assert result.template_id == "t1"
+    assert [r.guide for r in engine.requests] == [None, None]
+    assert [a.temperature for a in result.attempts] == [0.7, 0.3]
 
 
 def test_context_too_small_for_the_prompt_is_a_clear_error(tmp_path: Path) -> None:

@@ -16,56 +16,12 @@ from structsum.errors import (
 from structsum.processors.templates import (
     MAX_ERROR_CHARS,
     MAX_PATTERN_CHARS,
-    grammar_accepts,
     list_templates,
     load_template,
-    render_prompt,
     schema_sha256,
     validate_instance,
 )
-
-SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "properties": {
-        "title": {"type": "string", "minLength": 1, "maxLength": 40},
-        "points": {"type": "array", "items": {"type": "string"}, "maxItems": 3},
-        "date": {"type": ["string", "null"], "format": "date"},
-    },
-    "required": ["title", "points", "date"],
-    "additionalProperties": False,
-}
-EXAMPLE: dict[str, Any] = {"title": "Budget", "points": ["a", "b"], "date": "2025-01-31"}
-PROMPT = (
-    "Summarize as JSON like {{ example }}.\n{% if language %}In {{ language }}.{% endif %}\n"
-    "{{ text }}"
-)
-
-
-def write_template(
-    root: Path,
-    template_id: str = "t1",
-    *,
-    schema: Any = SCHEMA,
-    example: Any = EXAMPLE,
-    prompt: str = PROMPT,
-    policy: str | None = "",
-    skip: tuple[str, ...] = (),
-) -> Path:
-    directory = root / template_id
-    directory.mkdir(parents=True)
-    files = {
-        "schema.json": schema if isinstance(schema, str) else json.dumps(schema),
-        "example.json": example if isinstance(example, str) else json.dumps(example),
-        "prompt.jinja": prompt,
-    }
-    if policy is not None:
-        files["policy.toml"] = policy
-    for name, content in files.items():
-        if name not in skip:
-            (directory / name).write_text(content, encoding="utf-8")
-    return directory
-
+from tests.processors.template_files import EXAMPLE, SCHEMA, write_template
 
 # --- good templates ---------------------------------------------------------------------
 
@@ -239,52 +195,6 @@ def test_every_template_error_is_a_non_retryable_structsum_error(tmp_path: Path)
     assert info.value.hint
 
 
-# --- rendering --------------------------------------------------------------------------
-
-
-def test_render_puts_the_stable_part_first_and_the_text_last(tmp_path: Path) -> None:
-    write_template(tmp_path, prompt="{{ schema }}\n{{ example }}\n{{ who }}:\n{{ text }}")
-    template = load_template(tmp_path, "t1")
-    a = render_prompt(template, text="first text", language=None, variables={"who": "Ann"})
-    b = render_prompt(template, text="other", language=None, variables={"who": "Ann"})
-    assert a.endswith("first text") and b.endswith("other")
-    assert a.removesuffix("first text") == b.removesuffix("other")
-    assert a.startswith(template.schema_json)
-    assert json.dumps(EXAMPLE) in a
-
-
-def test_render_passes_language_and_scalar_variables(tmp_path: Path) -> None:
-    write_template(tmp_path, prompt="{{ language }} {{ n }} {{ flag }} {{ text }}")
-    template = load_template(tmp_path, "t1")
-    out = render_prompt(template, text="T", language="de", variables={"n": 1, "flag": True})
-    assert out == "de 1 True T"
-
-
-def test_request_variables_cannot_shadow_reserved_names(tmp_path: Path) -> None:
-    write_template(tmp_path)
-    template = load_template(tmp_path, "t1")
-    with pytest.raises(PromptRenderError, match="shadow reserved"):
-        render_prompt(template, text="x", language=None, variables={"text": "evil"})
-
-
-def test_request_variables_are_named_and_required_at_render(tmp_path: Path) -> None:
-    write_template(tmp_path, prompt="{{ who }} {{ text }}")
-    template = load_template(tmp_path, "t1")
-    assert template.request_variables == {"who"}
-    with pytest.raises(PromptRenderError, match="'who' is undefined"):
-        render_prompt(template, text="x", language=None, variables={})
-    assert render_prompt(template, text="x", language=None, variables={"who": "Ann"}) == "Ann x"
-
-
-def test_optional_request_variables(tmp_path: Path) -> None:
-    write_template(tmp_path, prompt="{% if who is defined %}{{ who }}: {% endif %}{{ text }}")
-    template = load_template(tmp_path, "t1")
-    assert render_prompt(template, text="x", language=None, variables={}) == "x"
-    assert render_prompt(template, text="x", language=None, variables={"who": "B", "z": 1}) == (
-        "B: x"
-    )
-
-
 # --- validation and hashing ---------------------------------------------------------------
 
 
@@ -313,17 +223,6 @@ def test_schema_hash_is_canonical_and_stable() -> None:
         "015abd7f5cc57a2dd94b7590f04ad8084273905ee33ec5cebeae62276a97f862"
     )
     assert schema_sha256({"a": 2}) != schema_sha256({"a": 1})
-
-
-# --- the offline grammar check ------------------------------------------------------------
-
-
-def test_grammar_accepts_valid_json_and_rejects_what_the_schema_forbids() -> None:
-    assert grammar_accepts(SCHEMA, EXAMPLE)
-    assert grammar_accepts(SCHEMA, EXAMPLE, any_whitespace=False)
-    assert not grammar_accepts(SCHEMA, {**EXAMPLE, "points": ["a", "b", "c", "d"]})
-    assert not grammar_accepts(SCHEMA, {**EXAMPLE, "date": "tomorrow"})
-    assert not grammar_accepts(SCHEMA, {"points": ["a"], "title": "t", "date": None})
 
 
 def test_a_cached_template_edited_in_memory_is_reloaded() -> None:

@@ -15,13 +15,13 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from structsum.config import Settings
+from structsum.processors.rendering import render_prompt
 from structsum.processors.simplify import simplify_schema
+from structsum.processors.template_check import grammar_accepts
 from structsum.processors.templates import (
     Template,
-    grammar_accepts,
     list_templates,
     load_template,
-    render_prompt,
     validate_instance,
 )
 

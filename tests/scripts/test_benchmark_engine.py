@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from structsum.bench.engine_rows import compute_rows
 from structsum.bench.report import REQUIRED_KEYS
 from structsum.bench.stats import RequestSample
 from structsum.bench.workload import SchemaVariant
@@ -61,7 +62,7 @@ def rows_for(script: ModuleType, guided_tokens: int) -> list[dict[str, Any]]:
         "t:full": {2: [[req(guided_tokens, valid=True), req(guided_tokens, valid=False)]]},
     }
     durations = {"unguided": {2: [1.0]}, "t:full": {2: [2.0]}}
-    return script.compute_rows(
+    return compute_rows(
         args,
         "xgrammar",
         [variant, skipped],

@@ -1,18 +1,16 @@
-"""benchmark_templates.py without an engine: variants, policy files, metrics, one fake arm."""
+"""benchmark_templates.py without an engine: metrics and one fake arm (variants: tests/bench)."""
 
 from __future__ import annotations
 
 import json
 import math
-import tomllib
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from structsum.config import Settings
-from structsum.processors.policy import Policy
-from structsum.processors.templates import list_templates, load_template
+from structsum.processors.templates import load_template
 from tests.fakes import FakeEngine
 from tests.scripts.conftest import load_script
 
@@ -22,39 +20,6 @@ TEMPLATES_DIR = Settings().templates_dir
 @pytest.fixture(scope="module")
 def script() -> ModuleType:
     return load_script("benchmark_templates")
-
-
-@pytest.mark.parametrize("template_id", list_templates(TEMPLATES_DIR))
-def test_every_variant_writes_a_loadable_policy(
-    script: ModuleType, template_id: str, tmp_path: Path
-) -> None:
-    shipped = load_template(TEMPLATES_DIR, template_id).policy
-    for variant, make in script.VARIANTS.items():
-        expected = make(shipped)
-        assert Policy.model_validate(tomllib.loads(script.policy_toml(expected))) == expected
-        directory = script.variant_templates_dir(tmp_path, TEMPLATES_DIR, template_id, variant)
-        assert load_template(directory, template_id).policy == expected
-
-
-def test_full_variant_decodes_the_schema_as_written_minus_what_vllm_refuses(
-    script: ModuleType, tmp_path: Path
-) -> None:
-    directory = script.variant_templates_dir(tmp_path, TEMPLATES_DIR, "meeting_minutes_v1", "full")
-    template = load_template(directory, "meeting_minutes_v1")
-    assert template.decoding.changes == ["dropped uniqueItems at $.properties.attendees"]
-    directory = script.variant_templates_dir(tmp_path, TEMPLATES_DIR, "document_brief_v1", "full")
-    assert (
-        load_template(directory, "document_brief_v1").decoding.schema
-        == load_template(TEMPLATES_DIR, "document_brief_v1").schema
-    )
-
-
-def test_uncapped_variant_has_no_caps_in_the_grammar(script: ModuleType, tmp_path: Path) -> None:
-    directory = script.variant_templates_dir(
-        tmp_path, TEMPLATES_DIR, "generic_summary_v1", "uncapped"
-    )
-    schema = load_template(directory, "generic_summary_v1").decoding.schema
-    assert "maxItems" not in json.dumps(schema) and "maxLength" not in json.dumps(schema)
 
 
 def sample(script: ModuleType, **kwargs: object) -> object:

@@ -1,0 +1,95 @@
+"""Decoding variants of a template for the template benchmark, as policy files.
+
+A variant replaces the policy's ``[simplify]`` table (``[retry]`` stays) and is
+written as a real ``policy.toml`` next to a copy of the template, so the arm runs
+through the same loader and pipeline as a shipped template:
+
+* ``policy``   - the template's shipped policy.
+* ``full``     - the full schema as written; only what vLLM refuses for xgrammar
+  is dropped (see ``BACKEND_REFUSED``), no caps added, ``$ref`` kept.
+* ``uncapped`` - the shipped policy without any ``maxItems``/``maxLength`` in the
+  grammar (the GPU fast path); the full schema still validates.
+* ``unguided`` - no constraint at all (mode ``none``); validation only.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from structsum.processors.policy import Policy, SimplifyPolicy
+from structsum.processors.templates import load_template
+
+# What vLLM's xgrammar backend refuses outright (has_xgrammar_unsupported_json_features);
+# the "full" variant drops only these, so that it runs at all.
+BACKEND_REFUSED = ("uniqueItems", "contains", "minContains", "maxContains", "multipleOf")
+
+
+def _full(policy: Policy) -> Policy:
+    simplify = SimplifyPolicy(
+        mode="json_schema",
+        inline_refs=False,
+        drop_keywords=list(BACKEND_REFUSED),
+        additional_properties_false=False,
+        require_all=False,
+    )
+    return policy.model_copy(update={"simplify": simplify})
+
+
+def _uncapped(policy: Policy) -> Policy:
+    simplify = policy.simplify.model_copy(
+        update={"strip_caps": True, "max_items": None, "max_string_length": None}
+    )
+    return policy.model_copy(update={"simplify": simplify})
+
+
+def _unguided(policy: Policy) -> Policy:
+    return policy.model_copy(update={"simplify": SimplifyPolicy(mode="none")})
+
+
+VARIANTS: dict[str, Callable[[Policy], Policy]] = {
+    "policy": lambda policy: policy,
+    "full": _full,
+    "uncapped": _uncapped,
+    "unguided": _unguided,
+}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def policy_toml(policy: Policy) -> str:
+    """``policy`` as policy.toml text (``None`` fields are left out: they are defaults)."""
+    data = policy.model_dump(mode="json")
+    lines = [
+        f"{k} = {_toml_value(v)}"
+        for k, v in data.items()
+        if not isinstance(v, dict) and v is not None
+    ]
+    for table, values in data.items():
+        if isinstance(values, dict):
+            lines.append(f"\n[{table}]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def variant_templates_dir(root: Path, templates_dir: Path, template_id: str, variant: str) -> Path:
+    """A templates dir holding ``template_id`` with the variant's policy.toml."""
+    target = root / variant
+    if not (target / template_id).exists():
+        shutil.copytree(templates_dir / template_id, target / template_id)
+        policy = VARIANTS[variant](load_template(templates_dir, template_id).policy)
+        (target / template_id / "policy.toml").write_text(policy_toml(policy), encoding="utf-8")
+        load_template(target, template_id)  # refuse a variant that does not load, now
+    return target

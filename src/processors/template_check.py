@@ -1,0 +1,89 @@
+"""The gate a template author runs before shipping: does the decoder produce what the prompt shows?
+
+Loading already checks what a template author can get wrong in its files. This
+adds the decoding side, offline: the simplified schema keeps the example, vLLM
+does not refuse it for xgrammar (when xgrammar is the configured backend), and
+xgrammar compiles it the way vLLM does and accepts the example. No engine, no
+model: the grammar matcher is fed characters.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from structsum.errors import SchemaInvalid, StructsumError
+from structsum.processors.templates import Template, load_template, validate_instance
+
+
+def grammar_accepts(
+    schema: dict[str, Any], instance: object, *, any_whitespace: bool = True
+) -> bool:
+    """Whether xgrammar, compiled the way vLLM compiles it, accepts ``instance``'s JSON.
+
+    No model and no tokenizer are needed: the matcher is fed characters. Keys are
+    serialized in the instance's own order, which must be the schema's declared order
+    (vLLM's xgrammar backend does not allow any order). Raises ``SchemaInvalid`` when
+    the schema does not compile.
+    """
+    import xgrammar as xgr
+
+    try:
+        compiler = xgr.GrammarCompiler(xgr.TokenizerInfo([]), cache_enabled=False)
+        compiled = compiler.compile_json_schema(
+            schema,
+            any_whitespace=any_whitespace,
+            separators=None if any_whitespace else (",", ":"),
+        )
+    except RuntimeError as exc:
+        raise SchemaInvalid(f"xgrammar cannot compile the decoding schema: {exc}", {}) from exc
+    matcher = xgr.GrammarMatcher(compiled, terminate_without_stop_token=True)
+    separators = (", ", ": ") if any_whitespace else (",", ":")
+    text = json.dumps(instance, ensure_ascii=False, separators=separators)
+    return bool(matcher.accept_string(text)) and bool(matcher.is_terminated())
+
+
+def _vllm_refuses(schema: dict[str, Any]) -> bool | None:
+    """vLLM's own test for schemas its xgrammar backend refuses; None without vLLM."""
+    try:
+        from vllm.v1.structured_output.backend_xgrammar import (
+            has_xgrammar_unsupported_json_features,
+        )
+    except ImportError:
+        return None
+    return bool(has_xgrammar_unsupported_json_features(schema))
+
+
+def decoding_problems(template: Template, *, backend: str) -> list[str]:
+    """What keeps the decoder from producing output like the template's own example."""
+    decoding = template.decoding
+    if decoding.schema is None or decoding.mode != "json_schema":
+        return []
+    problems = [
+        f"example is outside the decoding schema: {error}"
+        for error in validate_instance(decoding.schema, template.example)
+    ]
+    if backend == "xgrammar" and _vllm_refuses(decoding.schema):
+        problems.append(
+            "vLLM refuses the decoding schema for xgrammar (e.g. uniqueItems, contains, "
+            "multipleOf): add them to [simplify] drop_keywords"
+        )
+    if not grammar_accepts(decoding.schema, template.example):
+        problems.append(
+            "xgrammar rejects the example under the decoding schema "
+            "(keys must follow the schema's property order; values within the caps)"
+        )
+    return problems
+
+
+def template_problems(templates_dir: Path, template_id: str, *, backend: str) -> list[str]:
+    """Everything wrong with one template, one line each (``[]``: it is fit to ship).
+
+    A typed error from loading or compiling is a problem to report, not a crash:
+    the check goes on with the next template.
+    """
+    try:
+        return decoding_problems(load_template(templates_dir, template_id), backend=backend)
+    except StructsumError as exc:
+        return [f"{exc.code}: {exc.message}"]

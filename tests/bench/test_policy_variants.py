@@ -1,0 +1,53 @@
+"""Decoding variants of a template: each one writes a policy.toml that loads."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from structsum.bench import policy_variants
+from structsum.config import Settings
+from structsum.processors.policy import Policy
+from structsum.processors.templates import list_templates, load_template
+
+TEMPLATES_DIR = Settings().templates_dir
+
+
+@pytest.mark.parametrize("template_id", list_templates(TEMPLATES_DIR))
+def test_every_variant_writes_a_loadable_policy(template_id: str, tmp_path: Path) -> None:
+    shipped = load_template(TEMPLATES_DIR, template_id).policy
+    for variant, make in policy_variants.VARIANTS.items():
+        expected = make(shipped)
+        assert (
+            Policy.model_validate(tomllib.loads(policy_variants.policy_toml(expected))) == expected
+        )
+        directory = policy_variants.variant_templates_dir(
+            tmp_path, TEMPLATES_DIR, template_id, variant
+        )
+        assert load_template(directory, template_id).policy == expected
+
+
+def test_full_variant_decodes_the_schema_as_written_minus_what_vllm_refuses(tmp_path: Path) -> None:
+    directory = policy_variants.variant_templates_dir(
+        tmp_path, TEMPLATES_DIR, "meeting_minutes_v1", "full"
+    )
+    template = load_template(directory, "meeting_minutes_v1")
+    assert template.decoding.changes == ["dropped uniqueItems at $.properties.attendees"]
+    directory = policy_variants.variant_templates_dir(
+        tmp_path, TEMPLATES_DIR, "document_brief_v1", "full"
+    )
+    assert (
+        load_template(directory, "document_brief_v1").decoding.schema
+        == load_template(TEMPLATES_DIR, "document_brief_v1").schema
+    )
+
+
+def test_uncapped_variant_has_no_caps_in_the_grammar(tmp_path: Path) -> None:
+    directory = policy_variants.variant_templates_dir(
+        tmp_path, TEMPLATES_DIR, "generic_summary_v1", "uncapped"
+    )
+    schema = load_template(directory, "generic_summary_v1").decoding.schema
+    assert "maxItems" not in json.dumps(schema) and "maxLength" not in json.dumps(schema)
