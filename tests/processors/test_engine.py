@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,8 @@ def test_engine_args_carry_every_setting(tmp_path: Path) -> None:
         disable_any_whitespace=True,
         kv_cache_space_gib=1.5,
         enforce_eager=True,
+        mask_threads=4,
+        mask_batch_size=2,
     )
     # A local folder: offline, vLLM would treat any other string as a hub repo id.
     model = str(tmp_path)
@@ -204,5 +207,25 @@ def test_engine_args_carry_every_setting(tmp_path: Path) -> None:
         backend="guidance", disable_any_whitespace=True
     )
     assert args.seed == 0
+    assert args.additional_config == {"structsum_masks": {"threads": 4, "batch_size": 2}}
     gpu = build_engine_args(EngineSettings(kv_cache_space_gib=0), model)
     assert gpu.kv_cache_memory_bytes is None  # sized from gpu_memory_utilization
+    # off is said explicitly, so the plugin ignores the environment for this engine
+    assert gpu.additional_config == {"structsum_masks": {"threads": 0, "batch_size": 8}}
+
+
+def test_aot_compile_setting_reaches_vllms_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from structsum.config import EngineSettings
+    from structsum.processors.engine import build_engine_args
+
+    monkeypatch.delenv("VLLM_USE_AOT_COMPILE", raising=False)
+    build_engine_args(EngineSettings(aot_compile=False), str(tmp_path))
+    assert os.environ["VLLM_USE_AOT_COMPILE"] == "0"
+    monkeypatch.setenv("VLLM_USE_AOT_COMPILE", "1")  # the user's own choice wins
+    build_engine_args(EngineSettings(aot_compile=False), str(tmp_path))
+    assert os.environ["VLLM_USE_AOT_COMPILE"] == "1"
+    monkeypatch.delenv("VLLM_USE_AOT_COMPILE")
+    build_engine_args(EngineSettings(), str(tmp_path))  # None: vLLM's default
+    assert "VLLM_USE_AOT_COMPILE" not in os.environ

