@@ -75,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--iterations", type=int, default=8, help="jobs per task and concurrency level"
     )
     parser.add_argument(
+        "--min-rounds",
+        type=int,
+        default=0,
+        help="at least this many jobs per slot: a level runs max(iterations, "
+        "min-rounds x concurrency) jobs, so high concurrency stays full without "
+        "making the batch-1 level long",
+    )
+    parser.add_argument(
         "--concurrency", type=int, nargs="+", default=[1], help="jobs in flight (one or more)"
     )
     parser.add_argument(
@@ -190,8 +198,9 @@ def measure(
         for text in texts[: args.warmup]:
             jobs[task](text)
         for concurrency in args.concurrency:
-            log.info("%s: %d jobs, %d in flight", task, args.iterations, concurrency)
-            run, duration = run_level(jobs[task], texts, args.iterations, concurrency)
+            count = max(args.iterations, args.min_rounds * concurrency)
+            log.info("%s: %d jobs, %d in flight", task, count, concurrency)
+            run, duration = run_level(jobs[task], texts, count, concurrency)
             metrics.append(summarize_jobs(task, concurrency, run, duration))
             samples.setdefault(task, {})[str(concurrency)] = [asdict(s) for s in run]
     return metrics, samples

@@ -101,7 +101,7 @@ run_tasks() {
   shift 2
   local rc=0
   timeout --kill-after=10 "${BENCH_TIMEOUT_S:-540}" python3 scripts/benchmark_tasks.py \
-    --task summary --template-id "$template" --concurrency 1 8 64 --iterations 64 \
+    --task summary --template-id "$template" --concurrency 1 8 64 --iterations 8 --min-rounds 2 \
     --warmup 2 --result-dir "$out" --result-filename "tasks-$label-$template.json" \
     --metadata "label=$label" "$@" >"$out/tasks-$label-$template.log" 2>&1 || rc=$?
   grep -v -E '^\((EngineCore|Worker|APIServer|MainProcess)|^INFO|^WARNING|^[0-9-]+ [0-9:,]+ ' \
@@ -139,7 +139,7 @@ case "$mode" in
     else
       STRUCTSUM_ENGINE__MODEL=$(real_model | tail -n 1)
       export STRUCTSUM_ENGINE__MODEL
-      templates=${TEMPLATES:-$(ls schemas | grep -v README)}
+      templates=${TEMPLATES:-$(cd schemas && ls -d */ | tr -d / | grep -v __pycache__)}
     fi
     unguided=$(unguided_templates)
     rc=0
