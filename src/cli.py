@@ -8,18 +8,18 @@ and exit non-zero without a traceback.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
-from structsum.commands.common import err, read_text, require_extra, typed_errors
+from structsum.commands.common import err, read_text, require_extra, typed_errors, waiting
 from structsum.commands.service import app as service_app
 from structsum.commands.templates import app as templates_app
 from structsum.config import get_settings
-from structsum.logs import configure_logging
+from structsum.logs import configure_logging, engine_environment
 
 app = typer.Typer(
     name="structsum",
@@ -39,12 +39,6 @@ def emit(payload: dict[str, Any], out: Path | None) -> None:
     else:
         out.write_text(text + "\n", encoding="utf-8")
         err.print(f"wrote {out}")
-
-
-def _engine_env(verbose: bool) -> None:
-    # vLLM reads these at import; the CLI is the process boundary that owns them.
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @app.command()
@@ -75,14 +69,14 @@ def summarize(
         engine = _load_engine(verbose)
         from structsum.processors.summary import summarize as run_summary
 
-        with err.status("summarizing"):
+        with waiting(f"summarizing with {template}"):
             result = run_summary(request, engine=engine, settings=settings)
     tries = ", ".join(
         f"t={a.temperature} {'ok' if a.valid else 'invalid'}" for a in result.attempts
     )
     err.print(
         f"{'valid' if result.valid else '[red]INVALID[/]'} after {len(result.attempts)} "
-        f"attempt(s) [{tries}] in {result.elapsed_s:.1f} s, "
+        f"attempt(s) {escape(f'[{tries}]')} in {result.elapsed_s:.1f} s, "
         f"{result.usage.prompt_tokens} prompt + {result.usage.completion_tokens} output tokens"
     )
     for error in result.errors:
@@ -110,7 +104,7 @@ def enhance(
 
         request = EnhancementRequest(text=read_text(source), language=language)
         engine = _load_engine(verbose)
-        with err.status("enhancing"):
+        with waiting("enhancing"):
             result = run_enhance(request, engine=engine, settings=settings)
     err.print(
         f"enhanced in {result.elapsed_s:.1f} s ({result.chunks} chunk(s), "
@@ -123,18 +117,24 @@ def enhance(
 
 
 def _load_engine(verbose: bool) -> Any:
-    _engine_env(verbose)
+    # vLLM reads its log level at import, which happens below: set it first.
+    engine_environment("INFO" if verbose else "WARNING")
     from structsum.processors.engine import load_engine
+    from structsum.processors.model_store import resolve_model
 
     settings = get_settings()
+    if not settings.engine.model:
+        with waiting("preparing the bundled model (converted once, then cached)"):
+            resolve_model(None, settings.cache_dir)
     started = time.perf_counter()
-    with err.status("loading the engine (the first start compiles, ~2 min)"):
+    with waiting("starting the engine (the first start compiles, ~2 min)"):
         engine = load_engine(settings.engine, settings.cache_dir)
     err.print(f"engine ready in {time.perf_counter() - started:.1f} s: {engine.model_name}")
     return engine
 
 
 def main() -> None:
+    engine_environment()  # before any command imports vLLM (worker, templates check)
     try:
         app()
     finally:

@@ -13,18 +13,15 @@ module and arguments; importing ``structsum.errors`` here makes them known).
 from __future__ import annotations
 
 import time
-from functools import lru_cache
 from typing import Any, Generic, TypeVar, cast
 
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
-from kombu.exceptions import OperationalError
 from pydantic import BaseModel, ValidationError
-from redis.exceptions import RedisError
 
-from structsum.config import Settings, get_settings
-from structsum.errors import ResultTimeout, ServiceUnavailable, StructsumError, TaskFailed
+from structsum.config import Settings
+from structsum.errors import ResultTimeout, StructsumError, TaskFailed
 from structsum.models import (
     EnhancementRequest,
     EnhancementResult,
@@ -37,24 +34,16 @@ from structsum.service.app import (
     ENHANCE_AND_SUMMARIZE,
     ENQUEUED_AT_HEADER,
     SUMMARIZE,
-    build_app,
 )
+from structsum.service.broker import broker_errors, queue_app
 from structsum.service.payloads import decode_text, parse_request, result_model
 
 ResultT = TypeVar("ResultT", SummaryResult, EnhancementResult)
 
-_CONNECTION_ERRORS = (OperationalError, RedisError, ConnectionError)
-
-
-@lru_cache(maxsize=8)
-def _app_for(settings_json: str) -> Celery:
-    return build_app(Settings.model_validate_json(settings_json))
-
 
 def client_app(settings: Settings | None = None) -> Celery:
     """The Celery app for these settings, built once per distinct queue configuration."""
-    settings = settings or get_settings()
-    return _app_for(settings.model_dump_json())
+    return queue_app(settings)
 
 
 class JobHandle(Generic[ResultT]):
@@ -71,10 +60,8 @@ class JobHandle(Generic[ResultT]):
     @property
     def state(self) -> str:
         """PENDING (queued or unknown), STARTED, RETRY, SUCCESS or FAILURE."""
-        try:
+        with broker_errors():
             return str(self._async.state)
-        except _CONNECTION_ERRORS as exc:
-            raise _unavailable(exc) from exc
 
     def ready(self) -> bool:
         return self.state in ("SUCCESS", "FAILURE", "REVOKED")
@@ -82,19 +69,14 @@ class JobHandle(Generic[ResultT]):
     def result(self, timeout: float | None = None) -> ResultT:
         """Wait for the result; raises the worker's StructsumError, or ResultTimeout."""
         try:
-            payload = self._async.get(timeout=timeout, propagate=False)
-            failed = self._async.failed() or self._async.state == "REVOKED"
+            with broker_errors():
+                payload = self._async.get(timeout=timeout, propagate=False)
+                failed = self._async.failed() or self._async.state == "REVOKED"
         except CeleryTimeoutError as exc:
             raise ResultTimeout(
                 f"no result for job {self.id} within {timeout} s",
                 {"task_id": self.id, "timeout_s": timeout},
             ) from exc
-        except _CONNECTION_ERRORS as exc:
-            raise _unavailable(exc) from exc
-        except RuntimeError as exc:
-            if _backend_gave_up(exc):
-                raise _unavailable(exc) from exc
-            raise
         if failed:
             raise _as_structsum_error(self.id, payload)
         if not isinstance(payload, dict):
@@ -116,15 +98,6 @@ class JobHandle(Generic[ResultT]):
         self._async.forget()
 
 
-def _unavailable(exc: BaseException) -> ServiceUnavailable:
-    return ServiceUnavailable(f"cannot reach the broker/result backend: {exc}")
-
-
-def _backend_gave_up(exc: RuntimeError) -> bool:
-    """Celery's Redis result consumer raises a bare RuntimeError after its reconnect retries."""
-    return "result store" in str(exc)
-
-
 def _as_structsum_error(task_id: str, exc: Any) -> StructsumError:
     if isinstance(exc, StructsumError):
         return exc
@@ -139,18 +112,12 @@ def _send(
     name: str, request: BaseModel, model: type[ResultT], settings: Settings | None
 ) -> JobHandle[ResultT]:
     app = client_app(settings)
-    try:
+    with broker_errors():
         async_result = app.send_task(
             name,
             kwargs=request.model_dump(mode="json"),
             headers={ENQUEUED_AT_HEADER: time.time()},
         )
-    except _CONNECTION_ERRORS as exc:
-        raise _unavailable(exc) from exc
-    except RuntimeError as exc:
-        if _backend_gave_up(exc):
-            raise _unavailable(exc) from exc
-        raise
     return JobHandle(async_result, model)
 
 

@@ -4,6 +4,8 @@ Every leaf says whether trying again can help (``retryable``) and what the user
 should change (``hint``). The constructor takes only JSON-able positional
 arguments so that Celery's JSON result backend can rebuild the exact class on the
 client side (it stores ``type(exc).__name__``, the module and ``exc.args``).
+A raise site that knows better than the class which limit was hit passes its own
+``hint``; it travels in ``args`` too, so the client sees the same advice.
 """
 
 from __future__ import annotations
@@ -15,12 +17,17 @@ class StructsumError(Exception):
     """Root of every error structsum raises on purpose."""
 
     retryable: ClassVar[bool] = False
-    hint: ClassVar[str] = ""
+    hint: str = ""  # the class's advice; an instance may carry its own
 
-    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
-        super().__init__(message, details or {})
+    def __init__(
+        self, message: str, details: dict[str, Any] | None = None, hint: str | None = None
+    ) -> None:
+        # Positional and JSON-able, so Celery's JSON backend rebuilds the same error.
+        super().__init__(message, details or {}, *((hint,) if hint else ()))
         self.message = message
         self.details: dict[str, Any] = details or {}
+        if hint:
+            self.hint = hint
 
     @property
     def code(self) -> str:
@@ -59,9 +66,13 @@ class EmptyText(InputError):
 
 
 class TextTooLong(InputError):
-    """The text is longer than the configured hard limit, even for chunking."""
+    """The text (or the prompt around it) does not fit a configured limit, even chunked."""
 
-    hint = "split the text, or raise STRUCTSUM_BUDGET__MAX_INPUT_CHARS"
+    # Raise sites that know which limit was hit pass a narrower hint.
+    hint = (
+        "send a shorter text, or raise the limit the message names "
+        "(STRUCTSUM_BUDGET__... or STRUCTSUM_ENGINE__MAX_MODEL_LEN)"
+    )
 
 
 class TextNotUtf8(InputError):
@@ -168,6 +179,12 @@ class ResultTimeout(StructsumError):
 
     retryable = True
     hint = "wait longer, or check that a worker is running (`structsum stats`)"
+
+
+class PlotUnavailable(StructsumError):
+    """matplotlib is not installed, so no plot can be drawn."""
+
+    hint = "pip install 'structsum[plot]' (matplotlib)"
 
 
 class TaskFailed(StructsumError):

@@ -87,3 +87,34 @@ def test_enhance_from_stdin_end_to_end() -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip()
     assert "enhanced in" in proc.stderr
+
+
+@pytest.mark.engine
+def test_stdout_is_only_the_json_and_closing_logs_no_error() -> None:
+    """`structsum summarize FILE > s.json` gives a file json.load reads.
+
+    The console script as a user runs it, without the environment the Makefile
+    exports: the CLI itself must send vLLM's logs (engine-core process included)
+    to stderr, and closing the engine at exit must not log an error.
+    """
+    script = Path(sys.executable).with_name("structsum")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("VLLM_LOGGING", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    }
+    proc = subprocess.run(
+        [str(script), "summarize", "scripts/samples/meeting.txt", "-t", "meeting_minutes_v1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**env, "COLUMNS": "200"},
+        cwd=REPO,
+    )
+    assert proc.returncode in (0, 3), proc.stderr[-3000:]  # 3: valid JSON, schema-invalid
+    data = json.loads(proc.stdout)
+    assert isinstance(data, dict)
+    assert proc.returncode == 3 or data  # a valid summary has content
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "EngineDeadError" not in proc.stderr
+    assert " ERROR " not in proc.stderr, proc.stderr[-3000:]

@@ -190,6 +190,7 @@ def test_enqueue_without_redis_is_service_unavailable(monkeypatch: pytest.Monkey
         TemplateNotFound("unknown template 'x'", {"template_id": "x"}),
         RequestInvalid("invalid SummaryRequest: text", {"errors": [{"loc": ["text"]}]}),
         TextTooLong("text has 9 characters", {"chars": 9, "limit": 5}),
+        TextTooLong("text needs 40 chunks", {"chunks": 40}, hint="raise MAX_CHUNKS"),
     ],
 )
 def test_typed_errors_survive_celerys_json_backend(exc: StructsumError) -> None:

@@ -13,14 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from structsum.errors import StructsumError
-
-
-class PlotUnavailable(StructsumError):
-    """matplotlib is not installed, so no plot can be drawn."""
-
-    retryable = False
-    hint = "pip install 'structsum[plot]' (matplotlib)"
+from structsum.errors import PlotUnavailable
 
 
 def machine_label(report: Mapping[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""What every command shares: reading input as strict UTF-8 and reporting typed errors."""
+"""What every command shares: strict UTF-8 input, typed-error reports, progress on stderr."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from structsum.errors import InputUnreadable, MissingExtra, StructsumError, TextNotUtf8
 
@@ -80,3 +81,16 @@ def typed_errors() -> Iterator[None]:
         if exc.hint:
             err.print(f"[yellow]hint[/] {escape(exc.hint)}", highlight=False)
         raise typer.Exit(EXIT_ERROR) from None
+
+
+@contextmanager
+def waiting(description: str) -> Iterator[None]:
+    """A spinner with the seconds elapsed, on stderr, for waits that print nothing else.
+
+    An engine start takes minutes; without it the terminal looks hung. Transient:
+    the line goes away when the wait ends, and stdout is never touched.
+    """
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        progress.add_task(description, total=None)
+        yield

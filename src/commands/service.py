@@ -15,7 +15,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from structsum.commands.common import EXIT_ERROR, err, read_text, require_extra, typed_errors
+from structsum.commands.common import (
+    EXIT_ERROR,
+    err,
+    read_text,
+    require_extra,
+    typed_errors,
+    waiting,
+)
 from structsum.config import get_settings
 from structsum.errors import RequestInvalid
 
@@ -118,7 +125,9 @@ def _finish(task_id: str, handle: Any, wait: bool, timeout: float) -> None:
         typer.echo(task_id)
         return
     err.print(f"job {task_id}", highlight=False)
-    _print_json(handle.result(timeout).model_dump(mode="json"))
+    with waiting(f"waiting for job {task_id}"):
+        result = handle.result(timeout)
+    _print_json(result.model_dump(mode="json"))
 
 
 @app.command()
@@ -135,7 +144,9 @@ def result(
         if not wait and not handle.ready():
             err.print(f"job {task_id} is {handle.state}", highlight=False)
             raise typer.Exit(EXIT_NOT_READY)
-        _print_json(handle.result(timeout).model_dump(mode="json"))
+        with waiting(f"waiting for job {task_id}"):
+            outcome = handle.result(timeout)
+        _print_json(outcome.model_dump(mode="json"))
 
 
 @app.command()

@@ -139,8 +139,18 @@ class QueueSettings(BaseModel):
     key_prefix: str = Field(default="", description="Redis key/queue prefix, for sharing a DB")
     queue_name: str = "structsum"
     result_expires_s: int = Field(default=86_400, ge=1)
-    soft_time_limit_s: int = Field(default=600, ge=1)
-    time_limit_s: int = Field(default=660, ge=1)
+    soft_time_limit_s: int = Field(
+        default=600,
+        ge=1,
+        description="Celery's task_soft_time_limit; NOT enforced: the threads pool "
+        "cannot interrupt a job (only prefork can). max_tokens and retries bound a job",
+    )
+    time_limit_s: int = Field(
+        default=660,
+        ge=1,
+        description="Celery's task_time_limit; NOT enforced under the threads pool "
+        "(see soft_time_limit_s)",
+    )
     visibility_timeout_s: int = Field(
         default=3600,
         ge=1,

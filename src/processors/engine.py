@@ -24,12 +24,18 @@ from typing import Any, Protocol
 
 from structsum.config import EngineSettings, SamplingSettings
 from structsum.errors import EngineError, EngineOutOfMemory, EngineUnavailable, TextTooLong
+from structsum.logs import engine_environment
 from structsum.processors.guide import Guide
 from structsum.processors.mask_plugin import MaskOptions, registered
 
 log = logging.getLogger(__name__)
 
 GIB = 1 << 30
+# Seconds vLLM gives its engine-core processes to exit after SIGTERM before it
+# force-kills them (its default, 5 s, is too short on a busy 2-core box: it then
+# warns and leaks shared memory). close() waits a little longer, as a backstop.
+ENGINE_STOP_GRACE_S = 30.0
+CLOSE_TIMEOUT_S = ENGINE_STOP_GRACE_S + 15.0
 
 
 @dataclass(frozen=True)
@@ -188,7 +194,11 @@ def engine_errors() -> Iterator[None]:
     except ValueError as exc:
         text = str(exc)
         if "maximum model length" in text or "longer than the maximum" in text:
-            raise TextTooLong(f"prompt does not fit the model context: {text}") from exc
+            raise TextTooLong(
+                f"prompt does not fit the model context: {text}",
+                hint="raise STRUCTSUM_ENGINE__MAX_MODEL_LEN, or lower "
+                "STRUCTSUM_BUDGET__OUTPUT_RESERVE or the template's max_tokens",
+            ) from exc
         raise
     except RuntimeError as exc:
         if "out of memory" in str(exc).lower():
@@ -285,16 +295,43 @@ class VllmEngine:
         with engine_errors():
             self._submit(self._llm.check_health()).result(timeout=timeout_s)
 
+    async def _shutdown(self) -> None:
+        """Stop vLLM on its own loop, the task that reads engine outputs first.
+
+        ``AsyncLLM.shutdown`` stops the engine-core process before it cancels its
+        output handler; the handler then finds the core gone and logs an
+        ``EngineDeadError`` traceback at ERROR level. Cancelled first, it has
+        nothing to report. Requests still waiting are cancelled last, so no caller
+        waits on a loop that is about to stop.
+        """
+        handler = getattr(self._llm, "output_handler", None)
+        if handler is not None and not handler.done():
+            handler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await handler
+        self._llm.shutdown(timeout=ENGINE_STOP_GRACE_S)
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
     def close(self) -> None:
+        """Shut vLLM down and stop the loop thread; a second call does nothing."""
         if not self._thread.is_alive():
             return
-        with contextlib.suppress(Exception):
-            self._llm.shutdown()
+        try:
+            self._submit(self._shutdown()).result(timeout=CLOSE_TIMEOUT_S)
+        except Exception:  # closing goes on whatever vLLM raised: the loop must stop
+            log.warning(
+                "vLLM did not shut down cleanly; stopping its loop anyway",
+                exc_info=True,
+                extra={"model": self.model_name},
+            )
         # Drop the AsyncLLM now: its __del__ shuts down again, which fails noisily
         # when it only runs at interpreter exit, after vLLM's modules are torn down.
         self._llm = None
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=CLOSE_TIMEOUT_S)
 
 
 _engine: VllmEngine | None = None
@@ -306,6 +343,7 @@ def load_engine(settings: EngineSettings, cache_dir: Any) -> VllmEngine:
     global _engine
     with _engine_lock:
         if _engine is None:
+            engine_environment()  # before vLLM (and transformers) are first imported
             from structsum.processors.model_store import resolve_model
 
             _engine = VllmEngine(settings, resolve_model(settings.model, cache_dir))
@@ -313,6 +351,7 @@ def load_engine(settings: EngineSettings, cache_dir: Any) -> VllmEngine:
 
 
 def close_engine() -> None:
+    """Close the process's engine, if one was loaded; safe to call more than once."""
     global _engine
     with _engine_lock:
         if _engine is not None:

@@ -23,6 +23,7 @@ def check_length(text: str, settings: Settings) -> None:
         raise TextTooLong(
             f"text has {len(text)} characters, the limit is {limit}",
             {"chars": len(text), "limit": limit},
+            hint="split the text, or raise STRUCTSUM_BUDGET__MAX_INPUT_CHARS",
         )
 
 
@@ -50,6 +51,8 @@ def enhance(
         raise TextTooLong(
             f"text needs {len(chunks)} chunks, the limit is {budget.max_chunks}",
             {"chunks": len(chunks), "limit": budget.max_chunks},
+            hint="split the text, or raise STRUCTSUM_BUDGET__MAX_CHUNKS "
+            "(or STRUCTSUM_ENGINE__MAX_MODEL_LEN: larger chunks)",
         )
 
     requests = []

@@ -4,23 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from kombu.exceptions import OperationalError
-from redis.exceptions import RedisError
-
 from structsum.config import Settings, get_settings
-from structsum.errors import ServiceUnavailable
+from structsum.service.broker import broker_errors, queue_app
 
 
 def collect(*, timeout: float, settings: Settings | None = None) -> dict[str, Any]:
     """Per worker: pool, concurrency, structsum counters; plus the queue's length."""
     import redis
 
-    from structsum.client import client_app
-
     settings = settings or get_settings()
     queue = settings.queue
-    app = client_app(settings)
-    try:
+    app = queue_app(settings)
+    with broker_errors():
         pool_stats = app.control.inspect(timeout=timeout).stats() or {}
         replies = app.control.broadcast("structsum_stats", reply=True, timeout=timeout) or []
         client = redis.Redis.from_url(queue.broker_url)
@@ -28,8 +23,6 @@ def collect(*, timeout: float, settings: Settings | None = None) -> dict[str, An
             queued = int(client.llen(queue.key_prefix + queue.queue_name))
         finally:
             client.close()
-    except (OperationalError, RedisError, ConnectionError) as exc:
-        raise ServiceUnavailable(f"cannot reach the broker: {exc}") from exc
 
     workers: dict[str, dict[str, Any]] = {}
     for name, info in pool_stats.items():

@@ -1,6 +1,7 @@
 import json
 import re
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,21 @@ from structsum.config import Settings, get_settings, template_dirs
 
 SHIPPED_DIR = Settings().templates_dir
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def client_install_without_vllm(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unit tests run `templates check` as on a machine without vLLM (its check is skipped).
+
+    Importing vLLM costs seconds and is what the engine marker is for; the vLLM
+    check itself is tested under that marker.
+    """
+    if request.node.get_closest_marker("engine"):
+        return
+    for name in ("vllm", "vllm.v1.structured_output.backend_xgrammar"):
+        monkeypatch.setitem(sys.modules, name, None)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -113,6 +129,7 @@ def test_check_catches_an_example_beyond_the_policy_caps(templates_dir: Path) ->
     assert "example is outside the decoding schema: $.key_points" in result.output
 
 
+@pytest.mark.engine  # imports vLLM
 def test_check_catches_a_decoding_schema_vllm_refuses(templates_dir: Path) -> None:
     pytest.importorskip("vllm")
     # meeting_minutes_v1 has uniqueItems on attendees; its policy drops it. Keep it:

@@ -37,6 +37,7 @@ MESSAGES = [
 ]
 
 
+@pytest.mark.engine  # imports vLLM (no engine start, but vLLM is the heavy part)
 def test_sampling_params_are_built_in_one_place() -> None:
     from vllm.sampling_params import StructuredOutputsParams
 
@@ -181,6 +182,7 @@ def test_token_counts_use_the_real_tokenizer(engine: Any) -> None:
     assert engine.count_tokens(text) == expected
 
 
+@pytest.mark.engine  # imports vLLM
 def test_engine_args_carry_every_setting(tmp_path: Path) -> None:
     from vllm.config import StructuredOutputsConfig
 

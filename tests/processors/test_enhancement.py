@@ -57,6 +57,22 @@ def test_text_over_the_limit_is_refused() -> None:
     with pytest.raises(TextTooLong) as caught:
         enhance(EnhancementRequest(text="x" * 11), engine=engine, settings=settings)
     assert caught.value.details == {"chars": 11, "limit": 10}
+    assert "STRUCTSUM_BUDGET__MAX_INPUT_CHARS" in caught.value.hint
+    assert engine.requests == []
+
+
+def test_text_over_the_chunk_limit_names_the_chunk_limit() -> None:
+    settings = Settings(
+        engine=EngineSettings(max_model_len=512), budget=BudgetSettings(max_chunks=2)
+    )
+    engine = FakeEngine(echo_upper)
+    text = " ".join(f"Sentence {i} is here." for i in range(200))
+    with pytest.raises(TextTooLong) as caught:
+        enhance(EnhancementRequest(text=text), engine=engine, settings=settings)
+    assert caught.value.details["limit"] == 2
+    # The character limit was not what stopped it: the hint says which limit was.
+    assert "STRUCTSUM_BUDGET__MAX_CHUNKS" in caught.value.hint
+    assert "MAX_INPUT_CHARS" not in caught.value.hint
     assert engine.requests == []
 
 

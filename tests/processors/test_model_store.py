@@ -27,6 +27,7 @@ def test_bundled_gguf_is_installed() -> None:
     assert path.stat().st_size > 50_000_000
 
 
+@pytest.mark.engine  # converts the real GGUF (~1 min, ~270 MB written)
 def test_conversion_is_offline_idempotent_and_atomic(
     tmp_path: Path, no_network: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -101,6 +101,7 @@ def vllm_xgrammar_check() -> Any:
     return backend.has_xgrammar_unsupported_json_features
 
 
+@pytest.mark.engine  # imports vLLM
 def test_vllm_accepts_the_decoding_schema_for_xgrammar(
     template: Template, vllm_xgrammar_check: Any
 ) -> None:

@@ -174,10 +174,44 @@ def start_worker(
     pytest.fail(f"worker not ready in {WORKER_START_TIMEOUT_S} s:\n{worker.log_tail()}")
 
 
+class SharedWorker:
+    """The worker the service tests share, started again if a test killed it.
+
+    An engine start is the expensive part, so tests share one worker; a test that
+    kills it (the SIGKILL redelivery test) costs the next test a fresh start
+    instead of failing it, whatever order the tests run in.
+    """
+
+    def __init__(self, settings: Settings, log_dir: Path) -> None:
+        self._settings = settings
+        self._log_dir = log_dir
+        self._starts = 0
+        self._current: WorkerProcess | None = None
+
+    def get(self) -> WorkerProcess:
+        current = self._current
+        if current is None or current.process.poll() is not None:
+            self._starts += 1
+            current = start_worker(self._settings, self._log_dir, f"shared{self._starts}")
+            self._current = current
+        return current
+
+    def stop(self) -> None:
+        if self._current is not None:
+            self._current.stop()
+            self._current = None
+
+
 @pytest.fixture(scope="session")
-def worker(
+def shared_worker(
     service_settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[WorkerProcess]:
-    process = start_worker(service_settings, tmp_path_factory.mktemp("workers"), "worker1")
-    yield process
-    process.stop()
+) -> Iterator[SharedWorker]:
+    shared = SharedWorker(service_settings, tmp_path_factory.mktemp("workers"))
+    yield shared
+    shared.stop()
+
+
+@pytest.fixture
+def worker(shared_worker: SharedWorker) -> WorkerProcess:
+    """A running worker with its engine loaded (the shared one, restarted if it died)."""
+    return shared_worker.get()

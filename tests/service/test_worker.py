@@ -1,8 +1,9 @@
 """End to end: Redis, one real worker process, the bundled model.
 
-The tests share one worker (engine start ~1 min) and run in file order; the last
-one SIGKILLs it mid-job and proves the job runs again on a second worker.
-Run under `flock /tmp/structsum-engine.lock`.
+The tests share one worker (engine start ~1 min). Each test stands on its own, in
+any order: counters are compared before and after, and the test that SIGKILLs the
+worker mid-job (the job runs again on a second worker) leaves the next test a
+freshly started shared worker. Run under `flock /tmp/structsum-engine.lock`.
 """
 
 from __future__ import annotations
@@ -171,12 +172,27 @@ def test_bad_payloads_fail_typed(
 
 
 def test_worker_keeps_serving_after_bad_payloads(
-    worker: WorkerProcess, service_settings: Settings
+    worker: WorkerProcess, service_settings: Settings, plain_app: Celery
 ) -> None:
-    errors = worker.metric(
-        "structsum_errors_total", task="structsum.summarize", code="RequestInvalid"
-    )
-    assert errors is not None and errors >= 5
+    def request_invalid() -> float:
+        value = worker.metric(
+            "structsum_errors_total", task="structsum.summarize", code="RequestInvalid"
+        )
+        return value or 0.0
+
+    before = request_invalid()
+    payloads: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+        ((), {"template_id": TEMPLATE}),
+        ((NOTE, TEMPLATE), {}),
+        ((), {"text": 1, "template_id": TEMPLATE}),
+        ((), {"text": NOTE, "template_id": TEMPLATE, "surprise": 1}),
+        ((), {"text": NOTE, "template_id": TEMPLATE, "variables": "x"}),
+    ]
+    for args, kwargs in payloads:
+        task_id = send(plain_app, service_settings, "structsum.summarize", *args, **kwargs)
+        with pytest.raises(RequestInvalid):
+            client.job(task_id, settings=service_settings).result(60)
+    assert request_invalid() >= before + 5
     assert worker.process.poll() is None
     result = client.enqueue_enhancement(NOTE, settings=service_settings).result(JOB_TIMEOUT_S)
     assert result.text.strip()
@@ -222,6 +238,14 @@ def test_cli_enqueue_result_and_stats(
         note = tmp_path / "note.txt"
         note.write_text(NOTE)
         runner = CliRunner()
+
+        def processed() -> int:
+            stats = runner.invoke(app, ["stats", "--json"])
+            assert stats.exit_code == 0, stats.stderr
+            ours = json.loads(stats.stdout)["workers"][worker.hostname]
+            return int(ours["structsum"]["processed"])
+
+        before = processed()
         done = runner.invoke(
             app, ["enqueue", "summarize", str(note), "--template", TEMPLATE, "--wait"]
         )
@@ -246,14 +270,21 @@ def test_cli_enqueue_result_and_stats(
         assert ours["pool"] == "thread"
         assert ours["concurrency"] == service_settings.queue.worker_concurrency
         assert ours["structsum"]["engine_loaded"] is True
-        assert ours["structsum"]["processed"] >= 20
+        assert ours["structsum"]["processed"] >= before + 2  # this test's two jobs
         assert report["queued"] == 0
     finally:
         get_settings.cache_clear()
 
 
-def test_stats_line_is_logged(worker: WorkerProcess) -> None:
-    lines = [line for line in worker.log_text().splitlines() if " stats processed=" in line]
+def test_stats_line_is_logged(worker: WorkerProcess, service_settings: Settings) -> None:
+    def stats_lines() -> list[str]:
+        return [line for line in worker.log_text().splitlines() if " stats processed=" in line]
+
+    # A worker started just now has not reached its first interval yet.
+    deadline = time.monotonic() + 5 * service_settings.queue.stats_interval_s
+    while not stats_lines() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    lines = stats_lines()
     assert lines
     assert "errors=" in lines[-1] and "avg_latency_s=" in lines[-1] and "tok_s=" in lines[-1]
 
@@ -261,7 +292,7 @@ def test_stats_line_is_logged(worker: WorkerProcess) -> None:
 def test_killed_worker_job_runs_again(
     worker: WorkerProcess, service_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """Last test: SIGKILL the worker mid-job; a new worker gets the job and finishes it."""
+    """SIGKILL the worker mid-job; a new worker gets the job and finishes it."""
     text = short_texts(1)[0]
     job = client.enqueue_enhancement(text, settings=service_settings)
     deadline = time.monotonic() + 60
