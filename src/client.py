@@ -138,12 +138,15 @@ def _as_structsum_error(task_id: str, exc: Any) -> StructsumError:
 def _send(
     name: str, request: BaseModel, model: type[ResultT], settings: Settings | None
 ) -> JobHandle[ResultT]:
+    settings = settings or get_settings()
     app = client_app(settings)
     try:
         async_result = app.send_task(
             name,
             kwargs=request.model_dump(mode="json"),
             headers={ENQUEUED_AT_HEADER: time.time()},
+            # A job nobody started within this is dropped (REVOKED): its caller is gone.
+            expires=settings.queue.message_expires_s,
         )
     except _CONNECTION_ERRORS as exc:
         raise _unavailable(exc) from exc
@@ -160,6 +163,7 @@ def _summary_request(
     language: str | None,
     variables: dict[str, PromptVariable] | None,
     enhance: bool,
+    settings: Settings | None,
 ) -> SummaryRequest:
     payload = {
         "text": decode_text(text),
@@ -168,7 +172,7 @@ def _summary_request(
         "variables": variables or {},
         "enhance": enhance,
     }
-    return parse_request(SummaryRequest, (), payload)
+    return parse_request(SummaryRequest, (), payload, settings or get_settings())
 
 
 def enqueue_summary(
@@ -181,7 +185,7 @@ def enqueue_summary(
     settings: Settings | None = None,
 ) -> JobHandle[SummaryResult]:
     """Queue ``structsum.summarize``; ``enhance=True`` cleans the text up first."""
-    request = _summary_request(text, template_id, language, variables, enhance)
+    request = _summary_request(text, template_id, language, variables, enhance, settings)
     return _send(SUMMARIZE, request, SummaryResult, settings)
 
 
@@ -194,7 +198,7 @@ def enqueue_enhance_and_summarize(
     settings: Settings | None = None,
 ) -> JobHandle[SummaryResult]:
     """Queue ``structsum.enhance_and_summarize``: the enhanced text feeds the summary."""
-    request = _summary_request(text, template_id, language, variables, True)
+    request = _summary_request(text, template_id, language, variables, True, settings)
     return _send(ENHANCE_AND_SUMMARIZE, request, SummaryResult, settings)
 
 
@@ -206,7 +210,7 @@ def enqueue_enhancement(
 ) -> JobHandle[EnhancementResult]:
     """Queue ``structsum.enhance``."""
     payload = {"text": decode_text(text), "language": language}
-    request = parse_request(EnhancementRequest, (), payload)
+    request = parse_request(EnhancementRequest, (), payload, settings or get_settings())
     return _send(ENHANCE, request, EnhancementResult, settings)
 
 

@@ -54,7 +54,11 @@ def worker(
         str | None, typer.Option(help="worker node name, e.g. structsum@%h (unique per worker)")
     ] = None,
 ) -> None:
-    """Start a Celery worker: one engine, loaded once, shared by the threads pool."""
+    """Start a Celery worker: one engine, loaded once, shared by the threads pool.
+
+    Exits with the worker's status: 0 after a normal shutdown, 70 when it stopped
+    because its engine died, hung or kept failing (a supervisor should restart it).
+    """
     from structsum.tasks import app as celery_app
 
     queue = get_settings().queue
@@ -67,7 +71,10 @@ def worker(
     ]
     if hostname:
         argv.append(f"--hostname={hostname}")
-    celery_app.worker_main(argv)
+    # worker_main drops the status; start() returns what the worker exited with.
+    status = celery_app.start(argv)
+    if status:
+        raise typer.Exit(int(status))
 
 
 @enqueue_app.command("summarize")
