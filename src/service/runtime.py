@@ -40,10 +40,12 @@ class WorkerRuntime:
         settings: Settings,
         metrics: ServiceMetrics | None = None,
         *,
-        exit_later: Callable[[float], object] = hard_exit_later,
+        exit_later: Callable[[float], object] | None = None,
     ) -> None:
         self.settings = settings
-        self._exit_later = exit_later  # tests replace the hard exit with a recorder
+        # How a failed worker makes sure it exits; None: a hard exit, armed only when
+        # this runtime loaded its own engine (a worker process, never a test's fake).
+        self._exit_later = exit_later
         self.metrics = metrics or ServiceMetrics()
         self._engine: Engine | None = None
         self._owns_engine = False
@@ -145,7 +147,11 @@ class WorkerRuntime:
         state.should_stop = ENGINE_DEAD_EXIT_CODE
         if first:
             log.critical("%s; this worker stops taking jobs and exits", reason)
-            self._exit_later(self.settings.queue.watchdog_exit_grace_s)
+            grace = self.settings.queue.watchdog_exit_grace_s
+            if self._exit_later is not None:
+                self._exit_later(grace)
+            elif self._owns_engine:
+                hard_exit_later(grace)
 
     # --- health -------------------------------------------------------------------------
 
