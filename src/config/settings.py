@@ -161,6 +161,11 @@ class QueueSettings(BaseModel):
         description="the worker refuses to start unless job_deadline_s + this is below "
         "visibility_timeout_s, so Redis never hands out a job that is still running",
     )
+    deadline_check: Literal["warn", "refuse"] = Field(
+        default="refuse",
+        description="what a worker does when job_deadline_s + deadline_margin_s is not below "
+        "visibility_timeout_s; warn only for tests that want fast redelivery",
+    )
     message_expires_s: int | None = Field(
         default=86_400,
         ge=1,

@@ -85,8 +85,10 @@ def check_startup(settings: Settings, *, refuse: type[Exception]) -> None:
     """Raise ``refuse`` on a deadline that outlives the visibility timeout; check Redis."""
     queue = settings.queue
     problem = deadline_problem(settings)
-    if problem:
+    if problem and queue.deadline_check == "refuse":
         raise refuse(problem)
+    if problem:
+        log.warning("%s", problem)
     log.info(
         "job deadline %.0f s (visibility timeout %d s); the largest job the settings "
         "accept generates about %d tokens",

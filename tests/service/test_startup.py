@@ -33,6 +33,12 @@ def test_a_deadline_that_outlives_the_visibility_timeout_refuses_to_start() -> N
     )
 
 
+def test_the_deadline_check_can_be_only_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    settings = _settings(visibility_timeout_s=5, deadline_check="warn")
+    check_startup(settings, refuse=Refused)
+    assert "must be below visibility_timeout_s" in caplog.text
+
+
 @pytest.mark.parametrize(
     ("config", "problems"),
     [
