@@ -220,7 +220,10 @@ def _load_engine(sender: Any = None, instance: Any = None, **_: Any) -> None:
 @worker_shutdown.connect
 def _close_engine(sender: Any = None, **_: Any) -> None:
     if getattr(sender, "app", None) is app:
-        runtime().stop()
+        rt = runtime()
+        # The worker's status is set before this signal; Celery's start() drops it.
+        rt.exit_status = getattr(sender, "exitcode", None)
+        rt.stop()
 
 
 @inspect_command(name="structsum_stats")

@@ -287,3 +287,9 @@ def test_a_worker_whose_deadline_outlives_the_visibility_timeout_does_not_start(
     with pytest.raises(ImproperlyConfigured, match="visibility_timeout_s"):
         tasks._load_engine(sender="w1@host", instance=instance)
     assert not rt.loaded
+
+
+def test_the_workers_exit_status_is_kept_for_the_cli(runtime: WorkerRuntime) -> None:
+    tasks._close_engine(sender=SimpleNamespace(app=tasks.app, exitcode=70))
+    assert runtime.exit_status == 70
+    assert not runtime.loaded

@@ -60,6 +60,7 @@ def worker(
     because its engine died, hung or kept failing (a supervisor should restart it).
     """
     from structsum.tasks import app as celery_app
+    from structsum.tasks import runtime
 
     queue = get_settings().queue
     argv = [
@@ -71,8 +72,9 @@ def worker(
     ]
     if hostname:
         argv.append(f"--hostname={hostname}")
-    # worker_main drops the status; start() returns what the worker exited with.
-    status = celery_app.start(argv)
+    # worker_main() drops the worker's status and start() returns it only sometimes
+    # (click returns instead of raising Exit); the runtime records it at shutdown.
+    status = celery_app.start(argv) or runtime().exit_status
     if status:
         raise typer.Exit(int(status))
 

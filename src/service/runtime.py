@@ -56,6 +56,8 @@ class WorkerRuntime:
         self.breaker = CircuitBreaker(settings.queue.breaker_engine_errors, self.fail)
         # Why this worker can no longer serve (watchdog, breaker, dead engine); None: healthy.
         self.failure: str | None = None
+        # The status the Celery worker stopped with (70 after a failure), for the CLI.
+        self.exit_status: int | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
 

@@ -88,3 +88,20 @@ def test_worker_exits_with_the_workers_status(monkeypatch: pytest.MonkeyPatch, s
     result = runner.invoke(app, ["worker", "--concurrency", "2"])
     assert result.exit_code == status
     assert argv and argv[0][0] == "worker" and "--concurrency=2" in argv[0]
+
+
+def test_worker_exits_70_when_celery_returns_no_status(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Celery's start() returns None after a warm shutdown; the runtime kept the 70."""
+    from types import SimpleNamespace
+
+    import structsum.tasks as tasks
+
+    rt = SimpleNamespace(exit_status=None)
+
+    def start(args: list[str]) -> None:
+        # what the worker_shutdown signal does with the stopping worker's status
+        rt.exit_status = 70
+
+    monkeypatch.setattr(tasks.app, "start", start)
+    monkeypatch.setattr(tasks, "runtime", lambda: rt)
+    assert runner.invoke(app, ["worker"]).exit_code == 70
