@@ -20,7 +20,7 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 from pydantic import BaseModel, ValidationError
 
-from structsum.config import Settings
+from structsum.config import Settings, get_settings
 from structsum.errors import ResultTimeout, StructsumError, TaskFailed
 from structsum.models import (
     EnhancementRequest,
@@ -111,12 +111,15 @@ def _as_structsum_error(task_id: str, exc: Any) -> StructsumError:
 def _send(
     name: str, request: BaseModel, model: type[ResultT], settings: Settings | None
 ) -> JobHandle[ResultT]:
+    settings = settings or get_settings()
     app = client_app(settings)
     with broker_errors():
         async_result = app.send_task(
             name,
             kwargs=request.model_dump(mode="json"),
             headers={ENQUEUED_AT_HEADER: time.time()},
+            # A job nobody started within this is dropped (REVOKED): its caller is gone.
+            expires=settings.queue.message_expires_s,
         )
     return JobHandle(async_result, model)
 
@@ -127,6 +130,7 @@ def _summary_request(
     language: str | None,
     variables: dict[str, PromptVariable] | None,
     enhance: bool,
+    settings: Settings | None,
 ) -> SummaryRequest:
     payload = {
         "text": decode_text(text),
@@ -135,7 +139,7 @@ def _summary_request(
         "variables": variables or {},
         "enhance": enhance,
     }
-    return parse_request(SummaryRequest, (), payload)
+    return parse_request(SummaryRequest, (), payload, settings or get_settings())
 
 
 def enqueue_summary(
@@ -148,7 +152,7 @@ def enqueue_summary(
     settings: Settings | None = None,
 ) -> JobHandle[SummaryResult]:
     """Queue ``structsum.summarize``; ``enhance=True`` cleans the text up first."""
-    request = _summary_request(text, template_id, language, variables, enhance)
+    request = _summary_request(text, template_id, language, variables, enhance, settings)
     return _send(SUMMARIZE, request, SummaryResult, settings)
 
 
@@ -161,7 +165,7 @@ def enqueue_enhance_and_summarize(
     settings: Settings | None = None,
 ) -> JobHandle[SummaryResult]:
     """Queue ``structsum.enhance_and_summarize``: the enhanced text feeds the summary."""
-    request = _summary_request(text, template_id, language, variables, True)
+    request = _summary_request(text, template_id, language, variables, True, settings)
     return _send(ENHANCE_AND_SUMMARIZE, request, SummaryResult, settings)
 
 
@@ -173,7 +177,7 @@ def enqueue_enhancement(
 ) -> JobHandle[EnhancementResult]:
     """Queue ``structsum.enhance``."""
     payload = {"text": decode_text(text), "language": language}
-    request = parse_request(EnhancementRequest, (), payload)
+    request = parse_request(EnhancementRequest, (), payload, settings or get_settings())
     return _send(ENHANCE, request, EnhancementResult, settings)
 
 

@@ -75,6 +75,18 @@ class TextTooLong(InputError):
     )
 
 
+class TextHasNul(InputError):
+    """The text contains NUL characters, which no transcript has and C-string tools cut at."""
+
+    hint = "strip NUL (\\x00) characters from the text"
+
+
+class PromptTooLong(InputError):
+    """The fixed part of the prompt leaves no room for any text in the model's context."""
+
+    hint = "shorten the language hint or variables, or raise STRUCTSUM_ENGINE__MAX_MODEL_LEN"
+
+
 class TextNotUtf8(InputError):
     """The input bytes are not valid UTF-8."""
 
@@ -118,6 +130,12 @@ class ExampleInvalid(TemplateError):
     hint = "make example.json satisfy schema.json; `structsum templates check ID`"
 
 
+class PatternUnsafe(SchemaInvalid):
+    """A schema ``pattern`` can backtrack catastrophically (nested or ambiguous repetition)."""
+
+    hint = "rewrite the pattern without nested quantifiers or overlapping alternatives"
+
+
 class PromptRenderError(TemplateError):
     """The template's prompt.jinja failed to render for this request."""
 
@@ -150,6 +168,13 @@ class EngineOutOfMemory(EngineError):
     """The engine ran out of (GPU or CPU KV-cache) memory for this request."""
 
     hint = "lower max_model_len / max_num_seqs or raise the KV cache space"
+
+
+class JobTimeout(StructsumError):
+    """The job ran past its deadline; its engine requests were cancelled."""
+
+    retryable = True
+    hint = "the engine is overloaded or hung; retry later, or raise STRUCTSUM_QUEUE__JOB_DEADLINE_S"
 
 
 class ModelPreparationError(StructsumError):

@@ -2,23 +2,46 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from structsum.errors import EmptyText, TextNotUtf8
+from structsum.config import BudgetSettings, RequestLimits
+from structsum.errors import EmptyText, TextHasNul, TextNotUtf8, TextTooLong
 
 # Extra prompt variables stay scalar so a request can never smuggle objects into Jinja.
 PromptVariable = str | int | float | bool
 
+# BCP-47-like: a 2-8 letter primary subtag, then alphanumeric subtags ("en", "pt-BR",
+# "zh-Hant-TW"). fullmatch, so a trailing newline cannot slip through.
+LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,8}(?:-[A-Za-z0-9]{1,8})*")
+# Variable names are plain identifiers; no leading underscore, so no dunder lookalikes.
+VARIABLE_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
-def _check_text(value: str) -> str:
+
+def _limits(info: ValidationInfo) -> RequestLimits:
+    """Limits from the validation context (client and task pass settings), else defaults."""
+    context = info.context or {}
+    return context.get("limits") or RequestLimits()
+
+
+def _check_text(value: str, max_chars: int | None = None) -> str:
+    # The size first: every later check walks the whole string.
+    if max_chars is not None and len(value) > max_chars:
+        raise TextTooLong(
+            f"text has {len(value)} characters, the limit is {max_chars}",
+            {"chars": len(value), "limit": max_chars},
+        )
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise TextNotUtf8(
             f"text is not valid UTF-8 at character {exc.start}", {"position": exc.start}
         ) from exc
+    position = value.find("\x00")
+    if position >= 0:
+        raise TextHasNul(f"text has a NUL character at {position}", {"position": position})
     if not value.strip():
         raise EmptyText("text is empty")
     return value
@@ -28,12 +51,28 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     text: str = Field(description="the text to process, UTF-8")
-    language: str | None = Field(default=None, description="output language hint, e.g. 'en'")
+    language: str | None = Field(
+        default=None, description="output language hint, a BCP-47 tag such as 'en' or 'pt-BR'"
+    )
 
     @field_validator("text")
     @classmethod
-    def _text_is_usable(cls, value: str) -> str:
-        return _check_text(value)
+    def _text_is_usable(cls, value: str, info: ValidationInfo) -> str:
+        context = info.context or {}
+        budget: BudgetSettings | None = context.get("budget")
+        return _check_text(value, budget.max_input_chars if budget else None)
+
+    @field_validator("language")
+    @classmethod
+    def _language_is_a_tag(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        limit = _limits(info).max_language_chars
+        if len(value) > limit:
+            raise ValueError(f"language has {len(value)} characters, the limit is {limit}")
+        if not LANGUAGE_TAG.fullmatch(value):
+            raise ValueError("language must be a BCP-47 tag such as 'en' or 'pt-BR'")
+        return value
 
 
 class EnhancementRequest(_Request):
@@ -46,6 +85,27 @@ class SummaryRequest(_Request):
     template_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")
     variables: dict[str, PromptVariable] = Field(default_factory=dict)
     enhance: bool = Field(default=False, description="run enhancement first, feed its output")
+
+    @field_validator("variables")
+    @classmethod
+    def _variables_are_small(
+        cls, value: dict[str, PromptVariable], info: ValidationInfo
+    ) -> dict[str, PromptVariable]:
+        limits = _limits(info)
+        if len(value) > limits.max_variables:
+            raise ValueError(f"{len(value)} variables, the limit is {limits.max_variables}")
+        for key, item in value.items():
+            if len(key) > limits.max_variable_key_chars or not VARIABLE_KEY.fullmatch(key):
+                raise ValueError(
+                    f"variable names are identifiers of at most "
+                    f"{limits.max_variable_key_chars} characters, not starting with '_'"
+                )
+            if isinstance(item, str) and len(item) > limits.max_variable_value_chars:
+                raise ValueError(
+                    f"variable {key!r} has {len(item)} characters, "
+                    f"the limit is {limits.max_variable_value_chars}"
+                )
+        return value
 
 
 class Usage(BaseModel):

@@ -24,13 +24,14 @@ from celery.worker.control import inspect_command
 from pydantic import BaseModel
 
 from structsum.config import Settings, get_settings
-from structsum.errors import EngineUnavailable, StructsumError
+from structsum.errors import EngineError, EngineUnavailable, StructsumError
 from structsum.models import (
     EnhancementRequest,
     EnhancementResult,
     SummaryRequest,
     SummaryResult,
 )
+from structsum.processors.deadline import DeadlineEngine, deadline_in
 from structsum.processors.engine import Engine
 from structsum.processors.enhancement import enhance
 from structsum.processors.summary import summarize
@@ -44,6 +45,7 @@ from structsum.service.app import (
 )
 from structsum.service.payloads import parse_request
 from structsum.service.runtime import WorkerRuntime, get_runtime
+from structsum.service.startup import check_startup
 
 log = logging.getLogger(__name__)
 
@@ -110,13 +112,19 @@ def _run(
 ) -> dict[str, Any]:
     rt = runtime()
     with rt.metrics.job(task.name, enqueued_at=_enqueued_at(task)):
-        request = parse_request(model, args, kwargs)
-        engine = rt.engine
+        # The deadline starts when the job starts; every engine call of it shares it.
+        deadline = deadline_in(rt.settings.queue.job_deadline_s)
+        request = parse_request(model, args, kwargs, rt.settings)
+        engine = DeadlineEngine(rt.engine, deadline)
         try:
             result = process(request, engine, rt.settings)
         except EngineUnavailable:
             rt.engine_died()
             raise
+        except EngineError as exc:
+            rt.breaker.failure(exc.code)
+            raise
+        rt.breaker.success()
     rt.metrics.record_result(task.name, result)
     return result.model_dump(mode="json")
 
@@ -197,6 +205,7 @@ def _load_engine(sender: Any = None, instance: Any = None, **_: Any) -> None:
             f"got {pool!r}; start them with `structsum worker`"
         )
     rt = runtime()
+    check_startup(rt.settings, refuse=ImproperlyConfigured)
     seqs = rt.settings.engine.max_num_seqs
     if instance.concurrency < seqs:
         log.warning(
@@ -211,7 +220,10 @@ def _load_engine(sender: Any = None, instance: Any = None, **_: Any) -> None:
 @worker_shutdown.connect
 def _close_engine(sender: Any = None, **_: Any) -> None:
     if getattr(sender, "app", None) is app:
-        runtime().stop()
+        rt = runtime()
+        # The worker's status is set before this signal; Celery's start() drops it.
+        rt.exit_status = getattr(sender, "exitcode", None)
+        rt.stop()
 
 
 @inspect_command(name="structsum_stats")

@@ -5,8 +5,10 @@ Tokens are whitespace-separated words, so budgets are easy to reason about.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
+from structsum.errors import JobTimeout
 from structsum.processors.engine import GenerationOutput, GenerationRequest
 
 Responder = Callable[[GenerationRequest], tuple[str, str]]
@@ -38,7 +40,11 @@ class FakeEngine:
     def count_tokens(self, text: str) -> int:
         return words(text)
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
+    def generate(
+        self, requests: Sequence[GenerationRequest], *, deadline: float | None = None
+    ) -> list[GenerationOutput]:
+        if deadline is not None and time.monotonic() >= deadline:
+            raise JobTimeout("the fake engine's deadline passed")
         self.batches.append(len(requests))
         outputs = []
         for request in requests:

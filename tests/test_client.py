@@ -20,6 +20,7 @@ from structsum.errors import (
     StructsumError,
     TaskFailed,
     TemplateNotFound,
+    TextHasNul,
     TextNotUtf8,
     TextTooLong,
 )
@@ -44,9 +45,18 @@ ENHANCED = EnhancementResult(
 class FakeApp:
     def __init__(self) -> None:
         self.sent: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+        self.expires: list[float | None] = []
 
-    def send_task(self, name: str, *, kwargs: dict[str, Any], headers: dict[str, Any]) -> Any:
+    def send_task(
+        self,
+        name: str,
+        *,
+        kwargs: dict[str, Any],
+        headers: dict[str, Any],
+        expires: float | None = None,
+    ) -> Any:
         self.sent.append((name, kwargs, headers))
+        self.expires.append(expires)
         return FakeAsyncResult(f"id-{len(self.sent)}", ENHANCED)
 
 
@@ -93,6 +103,8 @@ def test_enqueue_summary_sends_a_validated_json_payload(fake_app: FakeApp) -> No
     }
     json.dumps(kwargs)
     assert before <= headers[ENQUEUED_AT_HEADER] <= time.time()
+    # a job nobody starts within the setting is dropped, not run for a caller long gone
+    assert fake_app.expires == [Settings().queue.message_expires_s]
 
 
 def test_enqueue_other_tasks(fake_app: FakeApp) -> None:
@@ -111,6 +123,14 @@ def test_enqueue_other_tasks(fake_app: FakeApp) -> None:
         (lambda: client.enqueue_summary("   ", "t1"), EmptyText),
         (lambda: client.enqueue_summary("text", "../etc/passwd"), RequestInvalid),
         (lambda: client.enqueue_summary("text", "t1", variables={"x": [1]}), RequestInvalid),  # type: ignore[dict-item]
+        (lambda: client.enqueue_summary("a\x00b", "t1"), TextHasNul),
+        (lambda: client.enqueue_enhancement("x" * 400_001), TextTooLong),
+        (lambda: client.enqueue_enhancement("text", language="en" * 100), RequestInvalid),
+        (lambda: client.enqueue_summary("t", "t1", variables={"__class__": "x"}), RequestInvalid),
+        (
+            lambda: client.enqueue_summary("t", "t1", variables={f"k{i}": 1 for i in range(99)}),
+            RequestInvalid,
+        ),
     ],
 )
 def test_bad_requests_fail_before_anything_is_enqueued(

@@ -18,6 +18,7 @@ from structsum.errors import (
     EngineError,
     EngineUnavailable,
     InputError,
+    JobTimeout,
     OutputInvalid,
     RequestInvalid,
     ServiceUnavailable,
@@ -221,3 +222,74 @@ def test_pool_names() -> None:
     assert tasks.pool_name("threads") == "threads"
     assert tasks.pool_name("solo") == "solo"
     assert tasks.pool_name("prefork") == "prefork"
+
+
+def test_a_job_past_its_deadline_fails_as_job_timeout(
+    runtime: WorkerRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every run of the job starts already late: each engine call refuses at once.
+    monkeypatch.setattr(tasks, "deadline_in", lambda seconds: time.monotonic() - 1)
+    with pytest.raises(JobTimeout):
+        tasks.enhance_task.apply(kwargs={"text": TEXT}).get()
+    assert runtime.engine.requests == []  # nothing was generated for it
+    assert (
+        counter(runtime, "structsum_retries_total", task="structsum.enhance", code="JobTimeout")
+        == tasks.MAX_RETRIES
+    )
+
+
+def test_the_deadline_comes_from_the_settings(
+    runtime: WorkerRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[float] = []
+
+    def deadline_in(seconds: float) -> float:
+        asked.append(seconds)
+        return time.monotonic() + seconds
+
+    monkeypatch.setattr(tasks, "deadline_in", deadline_in)
+    assert tasks.enhance_task.apply(kwargs={"text": TEXT}).successful()
+    assert asked == [runtime.settings.queue.job_deadline_s]
+
+
+def test_engine_errors_in_a_row_stop_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    from celery.worker import state
+
+    monkeypatch.setattr(state, "should_stop", None)
+    exits: list[float] = []
+    queue = QueueSettings(metrics_port=None, breaker_engine_errors=3)
+    rt = WorkerRuntime(Settings(queue=queue), exit_later=exits.append)
+
+    def broken(_: GenerationRequest) -> tuple[str, str]:
+        raise EngineError("vLLM failed to generate")
+
+    rt.start(FakeEngine(broken))
+    monkeypatch.setattr(tasks, "runtime", lambda: rt)
+    try:
+        with pytest.raises(EngineError):
+            tasks.enhance_task.apply(kwargs={"text": TEXT}).get()  # 4 runs: 3 retries
+        assert state.should_stop == 70
+        assert rt.failure is not None and "3 engine errors in a row" in rt.failure
+        assert len(exits) == 1
+    finally:
+        rt.stop()
+
+
+def test_a_worker_whose_deadline_outlives_the_visibility_timeout_does_not_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    queue = QueueSettings(
+        metrics_port=None, visibility_timeout_s=100, job_deadline_s=90, redis_check="off"
+    )
+    rt = WorkerRuntime(Settings(queue=queue))
+    monkeypatch.setattr(tasks, "runtime", lambda: rt)
+    instance = SimpleNamespace(app=tasks.app, pool_cls="threads", concurrency=4)
+    with pytest.raises(ImproperlyConfigured, match="visibility_timeout_s"):
+        tasks._load_engine(sender="w1@host", instance=instance)
+    assert not rt.loaded
+
+
+def test_the_workers_exit_status_is_kept_for_the_cli(runtime: WorkerRuntime) -> None:
+    tasks._close_engine(sender=SimpleNamespace(app=tasks.app, exitcode=70))
+    assert runtime.exit_status == 70
+    assert not runtime.loaded

@@ -61,10 +61,15 @@ def worker(
         str | None, typer.Option(help="worker node name, e.g. structsum@%h (unique per worker)")
     ] = None,
 ) -> None:
-    """Start a Celery worker: one engine, loaded once, shared by the threads pool."""
+    """Start a Celery worker: one engine, loaded once, shared by the threads pool.
+
+    Exits with the worker's status: 0 after a normal shutdown, 70 when it stopped
+    because its engine died, hung or kept failing (a supervisor should restart it).
+    """
     with typed_errors():
         require_extra("worker", engine=True)
     from structsum.tasks import app as celery_app
+    from structsum.tasks import runtime
 
     queue = get_settings().queue
     argv = [
@@ -76,7 +81,11 @@ def worker(
     ]
     if hostname:
         argv.append(f"--hostname={hostname}")
-    celery_app.worker_main(argv)
+    # worker_main() drops the worker's status and start() returns it only sometimes
+    # (click returns instead of raising Exit); the runtime records it at shutdown.
+    status = celery_app.start(argv) or runtime().exit_status
+    if status:
+        raise typer.Exit(int(status))
 
 
 @enqueue_app.command("summarize")

@@ -131,6 +131,20 @@ class BudgetSettings(BaseModel):
     )
 
 
+class RequestLimits(BaseModel):
+    """Bounds on the small request fields, checked by the client and again by the task.
+
+    ``language`` goes into the system prompt and ``variables`` into the prompt
+    template, so both are short data, never a channel for megabytes or for keys
+    that look like Python internals.
+    """
+
+    max_language_chars: int = Field(default=35, ge=2, description="BCP-47 tags fit in 35")
+    max_variables: int = Field(default=32, ge=0)
+    max_variable_key_chars: int = Field(default=64, ge=1)
+    max_variable_value_chars: int = Field(default=4_000, ge=1)
+
+
 class QueueSettings(BaseModel):
     """Celery over Redis. See README for the visibility timeout trade-off."""
 
@@ -167,7 +181,58 @@ class QueueSettings(BaseModel):
         "so the first job of each template does not pay for it",
     )
     metrics_port: int | None = Field(default=9464, description="Prometheus port; None = off")
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="address /metrics, /livez and /readyz bind; 0.0.0.0 exposes them "
+        "(no authentication) on every interface",
+    )
     stats_interval_s: float = Field(default=30.0, gt=0)
+    job_deadline_s: float = Field(
+        default=1800.0,
+        gt=0,
+        description="wall time one run of a job may take; past it the engine requests are "
+        "cancelled and the job fails with JobTimeout (the threads pool ignores time limits)",
+    )
+    deadline_margin_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="the worker refuses to start unless job_deadline_s + this is below "
+        "visibility_timeout_s, so Redis never hands out a job that is still running",
+    )
+    deadline_check: Literal["warn", "refuse"] = Field(
+        default="refuse",
+        description="what a worker does when job_deadline_s + deadline_margin_s is not below "
+        "visibility_timeout_s; warn only for tests that want fast redelivery",
+    )
+    message_expires_s: int | None = Field(
+        default=86_400,
+        ge=1,
+        description="a queued job not started within this is discarded (REVOKED); None: never",
+    )
+    watchdog_interval_s: float = Field(
+        default=5.0, gt=0, description="how often the engine watchdog looks at the engine"
+    )
+    watchdog_stall_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="requests in flight and no token for this long: the engine hangs",
+    )
+    watchdog_exit_grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="after the watchdog trips, seconds for a warm shutdown before the "
+        "process exits hard with status 70",
+    )
+    breaker_engine_errors: int = Field(
+        default=5,
+        ge=1,
+        description="this many engine errors in a row stop the worker (circuit breaker)",
+    )
+    redis_check: Literal["off", "warn", "refuse"] = Field(
+        default="warn",
+        description="at worker start, check Redis persistence (AOF or RDB) and "
+        "maxmemory-policy noeviction; refuse: do not start without them",
+    )
 
     @property
     def backend_url(self) -> str:
@@ -185,6 +250,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = EngineSettings()
     sampling: TaskSampling = TaskSampling()
     budget: BudgetSettings = BudgetSettings()
+    limits: RequestLimits = RequestLimits()
     queue: QueueSettings = QueueSettings()
     templates_dir: Path = Field(
         default_factory=shipped_templates_dir,

@@ -19,11 +19,18 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from structsum.config import EngineSettings, SamplingSettings
-from structsum.errors import EngineError, EngineOutOfMemory, EngineUnavailable, TextTooLong
+from structsum.errors import (
+    EngineError,
+    EngineOutOfMemory,
+    EngineUnavailable,
+    JobTimeout,
+    TextTooLong,
+)
 from structsum.logs import engine_environment
 from structsum.processors.guide import Guide
 from structsum.processors.mask_plugin import MaskOptions, registered
@@ -70,11 +77,17 @@ class GenerationOutput:
 
 
 class Engine(Protocol):
-    """What processors need from an engine; tests pass a fake with the same shape."""
+    """What processors need from an engine; tests pass a fake with the same shape.
+
+    ``deadline`` is a ``time.monotonic()`` instant: past it, ``generate`` cancels
+    its requests and raises ``JobTimeout``. None waits as long as generation takes.
+    """
 
     model_name: str
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]: ...
+    def generate(
+        self, requests: Sequence[GenerationRequest], *, deadline: float | None = None
+    ) -> list[GenerationOutput]: ...
 
     def tokenize_chat(self, messages: list[dict[str, str]]) -> list[int]: ...
 
@@ -213,6 +226,11 @@ class VllmEngine:
         self.settings = settings
         self.model_name = model
         self._ids = itertools.count()
+        # Read by the watchdog: requests running now, and streamed outputs so far
+        # (each one means the engine core made progress).
+        self._progress_lock = threading.Lock()
+        self._in_flight = 0
+        self._progress = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="structsum-engine-loop", daemon=True
@@ -269,6 +287,7 @@ class VllmEngine:
             if ttft is None and output.outputs and output.outputs[0].token_ids:
                 ttft = time.perf_counter() - started
             final = output
+            self._progress += 1  # the loop thread alone writes it
         elapsed = time.perf_counter() - started
         completion = final.outputs[0]
         return GenerationOutput(
@@ -284,12 +303,48 @@ class VllmEngine:
     async def _many(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
         return list(await asyncio.gather(*(self._one(r) for r in requests)))
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
-        """Run requests together; safe to call from many threads at once (they batch)."""
+    def generate(
+        self, requests: Sequence[GenerationRequest], *, deadline: float | None = None
+    ) -> list[GenerationOutput]:
+        """Run requests together; safe to call from many threads at once (they batch).
+
+        Past ``deadline`` (a ``time.monotonic()`` instant) the waiting stops and the
+        coroutine is cancelled; vLLM's ``AsyncLLM.generate`` aborts a request whose
+        coroutine is cancelled, so no token is generated for a job that gave up.
+        """
         if not requests:
             return []
-        with engine_errors():
-            return list(self._submit(self._many(requests)).result())
+        timeout = None if deadline is None else deadline - time.monotonic()
+        if timeout is not None and timeout <= 0:
+            raise JobTimeout("the job's deadline passed before generation", {"late_s": -timeout})
+        with self._progress_lock:
+            self._in_flight += len(requests)
+        try:
+            future = self._submit(self._many(requests))
+            try:
+                with engine_errors():
+                    return list(future.result(timeout=timeout))
+            except FutureTimeout:
+                future.cancel()
+                raise JobTimeout(
+                    f"generation did not finish by the job's deadline ({len(requests)} "
+                    "request(s) cancelled)",
+                    {"requests": len(requests), "waited_s": round(timeout or 0.0, 1)},
+                ) from None
+        finally:
+            with self._progress_lock:
+                self._in_flight -= len(requests)
+
+    @property
+    def errored(self) -> bool:
+        """vLLM's own flag: the engine core process died or the engine shut down."""
+        llm = self._llm
+        return llm is None or bool(llm.errored)
+
+    def progress(self) -> tuple[int, int]:
+        """(requests in flight, outputs streamed so far): the watchdog's view of liveness."""
+        with self._progress_lock:
+            return self._in_flight, self._progress
 
     def check_health(self, timeout_s: float = 10.0) -> None:
         with engine_errors():

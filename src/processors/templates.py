@@ -34,8 +34,15 @@ from structsum.config.template_dirs import (
     find_template_dir,
     template_ids,
 )
-from structsum.errors import ExampleInvalid, SchemaInvalid, TemplateInvalid, TemplateNotFound
+from structsum.errors import (
+    ExampleInvalid,
+    PatternUnsafe,
+    SchemaInvalid,
+    TemplateInvalid,
+    TemplateNotFound,
+)
 from structsum.processors.policy import Policy
+from structsum.processors.regex_safety import DEFAULT_MAX_PATTERN_CHARS, check_pattern
 from structsum.processors.rendering import compile_prompt, render_sample, request_variables
 from structsum.processors.schema_refs import offline_registry, remote_refs
 from structsum.processors.schema_walk import json_path, walk
@@ -54,7 +61,7 @@ DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 _TEMPLATE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 # A schema `pattern` runs on untrusted model output inside the worker (Python `re`
 # backtracks); long patterns are where catastrophic backtracking hides.
-MAX_PATTERN_CHARS = 256
+MAX_PATTERN_CHARS = DEFAULT_MAX_PATTERN_CHARS
 # Validation messages go back into retry prompts and logs; a message that quotes a
 # whole runaway string would crowd out the text.
 MAX_ERROR_CHARS = 240
@@ -283,12 +290,12 @@ def _load_schema(path: Path, where: str, template_id: str) -> dict[str, Any]:
             {**details, "ref": ref},
         )
     for location, pattern in _patterns(schema):
-        if len(pattern) > MAX_PATTERN_CHARS:
-            raise SchemaInvalid(
-                f"{where}: pattern at {location} is {len(pattern)} characters, "
-                f"over the bound of {MAX_PATTERN_CHARS}",
-                details,
-            )
+        try:
+            check_pattern(pattern, max_chars=MAX_PATTERN_CHARS)
+        except PatternUnsafe as exc:
+            raise PatternUnsafe(
+                f"{where}: pattern at {location}: {exc.message}", {**details, **exc.details}
+            ) from exc
     return schema
 
 

@@ -30,8 +30,10 @@ SHARED_ENGINE_POOLS = ("threads", "solo")
 
 def celery_config(queue: QueueSettings) -> dict[str, Any]:
     """Celery settings for the queue group: one mapping, reviewed in one place."""
+    # Celery's Redis caveat: the visibility timeout must be set in all three places
+    # (broker and result backend transport options, and the top-level setting).
     broker_options: dict[str, Any] = {"visibility_timeout": queue.visibility_timeout_s}
-    backend_options: dict[str, Any] = {}
+    backend_options: dict[str, Any] = {"visibility_timeout": queue.visibility_timeout_s}
     if queue.key_prefix:
         # kombu prefixes every Redis key and list it uses (queues, unacked, bindings);
         # the Redis result backend reads its own option for the result keys.
@@ -42,6 +44,7 @@ def celery_config(queue: QueueSettings) -> dict[str, Any]:
         "result_backend": queue.backend_url,
         "broker_transport_options": broker_options,
         "result_backend_transport_options": backend_options,
+        "visibility_timeout": queue.visibility_timeout_s,
         "broker_connection_retry_on_startup": True,
         # JSON only: a pickle payload from the network would be code execution.
         "task_serializer": "json",
@@ -52,6 +55,8 @@ def celery_config(queue: QueueSettings) -> dict[str, Any]:
         # unacked and Redis delivers it again after the visibility timeout.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        # A redelivered job whose id already succeeded is skipped, not run again.
+        "worker_deduplicate_successful_tasks": True,
         "task_track_started": True,
         "worker_prefetch_multiplier": queue.prefetch_multiplier,
         "worker_concurrency": queue.worker_concurrency,

@@ -263,11 +263,25 @@ HealthCheck = Callable[[], dict[str, Any]]
 
 
 class MetricsServer:
-    """GET /metrics (Prometheus text) and GET /healthz (200 or 503, JSON) on one port."""
+    """GET /metrics (Prometheus text), /livez and /readyz (200 or 503, JSON) on one port.
 
-    def __init__(self, metrics: ServiceMetrics, health: HealthCheck, *, host: str, port: int):
+    /livez is the process and its engine (a liveness probe: failing it means
+    restart); /readyz adds Redis (a readiness probe: failing it means "send no
+    traffic", never "restart"). /healthz stays as an alias of /readyz.
+    """
+
+    def __init__(
+        self,
+        metrics: ServiceMetrics,
+        health: HealthCheck,
+        *,
+        host: str,
+        port: int,
+        live: HealthCheck | None = None,
+    ):
         self._metrics = metrics
         self._health = health
+        self._live = live or health
         handler = self._handler()
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
@@ -284,19 +298,20 @@ class MetricsServer:
         self._server.server_close()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
-        metrics, health = self._metrics, self._health
+        metrics = self._metrics
+        probes = {"/livez": self._live, "/readyz": self._health, "/healthz": self._health}
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     self._send(200, CONTENT_TYPE_LATEST, metrics.exposition())
-                elif path == "/healthz":
-                    report = health()
+                elif path in probes:
+                    report = probes[path]()
                     status = 200 if report.get("ok") else 503
                     self._send(status, "application/json", json.dumps(report).encode())
                 else:
-                    self._send(404, "text/plain", b"try /metrics or /healthz\n")
+                    self._send(404, "text/plain", b"try /metrics, /livez or /readyz\n")
 
             def _send(self, status: int, content_type: str, body: bytes) -> None:
                 self.send_response(status)

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from structsum.config import Settings
 from structsum.errors import RequestInvalid, TextNotUtf8
 from structsum.models import EnhancementResult, SummaryResult
 
@@ -32,22 +33,28 @@ def decode_text(text: str | bytes) -> str:
 
 
 def parse_request(
-    model: type[RequestT], args: Sequence[Any], kwargs: Mapping[str, Any]
+    model: type[RequestT],
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    settings: Settings | None = None,
 ) -> RequestT:
     """Validate a task payload; malformed -> RequestInvalid, bad text -> its own error.
 
-    The request models raise EmptyText / TextNotUtf8 themselves (they are not
-    ValueErrors, so pydantic lets them through); everything else pydantic
-    rejects becomes RequestInvalid with pydantic's error list, minus the input
-    values (they may be megabytes of text).
+    The request models raise EmptyText / TextNotUtf8 / TextHasNul / TextTooLong
+    themselves (they are not ValueErrors, so pydantic lets them through);
+    everything else pydantic rejects becomes RequestInvalid with pydantic's error
+    list, minus the input values (they may be megabytes of text). With settings,
+    the text size and the request limits are the configured ones (client and
+    worker both pass theirs), so an oversized text never reaches Redis.
     """
     if args:
         raise RequestInvalid(
             f"send the request as keyword arguments, got {len(args)} positional",
             {"positional_args": len(args)},
         )
+    context = {"budget": settings.budget, "limits": settings.limits} if settings else None
     try:
-        return model.model_validate(dict(kwargs))
+        return model.model_validate(dict(kwargs), context=context)
     except ValidationError as exc:
         errors = json.loads(exc.json(include_url=False, include_input=False))
         fields = sorted({".".join(str(p) for p in e.get("loc", ())) for e in errors})

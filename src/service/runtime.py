@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from structsum.config import Settings
@@ -17,26 +18,47 @@ from structsum.errors import EngineUnavailable, StructsumError
 from structsum.processors.engine import Engine
 from structsum.processors.warmup import warm_grammars
 from structsum.service.metrics import MetricsServer, ServiceMetrics, StatsLogger
+from structsum.service.watchdog import (
+    ENGINE_DEAD_EXIT_CODE,
+    CircuitBreaker,
+    EngineWatchdog,
+    hard_exit_later,
+)
 
 log = logging.getLogger(__name__)
 
-# Address the metrics/health server binds; scrapers usually live on another host.
-METRICS_HOST = "0.0.0.0"
-# Seconds a /healthz probe may wait on the engine or on Redis before calling it down.
+# Seconds a health probe may wait on the engine or on Redis before calling it down.
 HEALTH_TIMEOUT_S = 5.0
+
+__all__ = ["ENGINE_DEAD_EXIT_CODE", "HEALTH_TIMEOUT_S", "WorkerRuntime", "get_runtime"]
 
 
 class WorkerRuntime:
     """The per-process engine hookup; one instance per worker process."""
 
-    def __init__(self, settings: Settings, metrics: ServiceMetrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: ServiceMetrics | None = None,
+        *,
+        exit_later: Callable[[float], object] | None = None,
+    ) -> None:
         self.settings = settings
+        # How a failed worker makes sure it exits; None: a hard exit, armed only when
+        # this runtime loaded its own engine (a worker process, never a test's fake).
+        self._exit_later = exit_later
         self.metrics = metrics or ServiceMetrics()
         self._engine: Engine | None = None
         self._owns_engine = False
         self._lock = threading.Lock()
         self._server: MetricsServer | None = None
         self._stats: StatsLogger | None = None
+        self._watchdog: EngineWatchdog | None = None
+        self.breaker = CircuitBreaker(settings.queue.breaker_engine_errors, self.fail)
+        # Why this worker can no longer serve (watchdog, breaker, dead engine); None: healthy.
+        self.failure: str | None = None
+        # The status the Celery worker stopped with (70 after a failure), for the CLI.
+        self.exit_status: int | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -48,10 +70,14 @@ class WorkerRuntime:
             queue = self.settings.queue
             if queue.metrics_port:
                 self._server = MetricsServer(
-                    self.metrics, self.health, host=METRICS_HOST, port=queue.metrics_port
+                    self.metrics,
+                    self.health,
+                    live=self.liveness,
+                    host=queue.metrics_host,
+                    port=queue.metrics_port,
                 )
                 self._server.start()
-                log.info("metrics on http://%s:%d/metrics", METRICS_HOST, self._server.port)
+                log.info("metrics on http://%s:%d/metrics", queue.metrics_host, self._server.port)
             engine_settings = self.settings.engine
             log.info(
                 "profile %s (%s): max_num_seqs=%d concurrency=%d backend=%s mask_threads=%d",
@@ -76,6 +102,13 @@ class WorkerRuntime:
                 self._warm(engine)
             self._stats = StatsLogger(self.metrics, queue.stats_interval_s)
             self._stats.start()
+            self._watchdog = EngineWatchdog(
+                engine,
+                interval_s=queue.watchdog_interval_s,
+                stall_s=queue.watchdog_stall_s,
+                on_trip=self.fail,
+            )
+            self._watchdog.start()
 
     def _warm(self, engine: Engine) -> None:
         """Compile the grammars now; a failure only costs the first jobs their compile."""
@@ -86,6 +119,9 @@ class WorkerRuntime:
 
     def stop(self) -> None:
         with self._lock:
+            if self._watchdog is not None:
+                self._watchdog.stop()
+                self._watchdog = None
             if self._stats is not None:
                 log.info("stats %s", self._stats.line())
                 self._stats.stop()
@@ -114,25 +150,40 @@ class WorkerRuntime:
         return engine
 
     def engine_died(self) -> None:
-        """The engine is gone: stop taking jobs so a supervisor restarts the worker.
+        """The engine is gone: stop taking jobs so a supervisor restarts the worker."""
+        self.fail("the engine died")
+
+    def fail(self, reason: str) -> None:
+        """This worker cannot serve: stop consuming, report unhealthy, exit with status 70.
 
         A worker with a dead engine would otherwise take every queued job and fail
         it; stopping leaves them in the queue for a healthy worker. Running jobs
-        finish (with their retry published) before the warm shutdown completes.
+        finish (with their retry published) during the warm shutdown; if it has not
+        finished after ``watchdog_exit_grace_s`` (a hung engine), the process exits hard.
         """
         from celery.worker import state
 
-        log.critical("the engine died; this worker stops taking jobs and exits")
+        first = self.failure is None
+        self.failure = self.failure or reason
         self.metrics.engine_up.set(0)
         state.should_stop = ENGINE_DEAD_EXIT_CODE
+        if first:
+            log.critical("%s; this worker stops taking jobs and exits", reason)
+            grace = self.settings.queue.watchdog_exit_grace_s
+            if self._exit_later is not None:
+                self._exit_later(grace)
+            elif self._owns_engine:
+                hard_exit_later(grace)
 
     # --- health -------------------------------------------------------------------------
 
-    def health(self) -> dict[str, Any]:
-        """Engine loaded and responsive, broker and result backend reachable."""
-        report: dict[str, Any] = {"engine": "ok", "broker": "ok", "backend": "ok"}
+    def liveness(self) -> dict[str, Any]:
+        """The process and its engine only: Redis blinking must not restart workers."""
+        report: dict[str, Any] = {"engine": "ok"}
         engine = self._engine
-        if engine is None:
+        if self.failure is not None:
+            report["engine"] = self.failure
+        elif engine is None:
             report["engine"] = "not loaded"
         else:
             check = getattr(engine, "check_health", None)
@@ -141,16 +192,18 @@ class WorkerRuntime:
                     check(timeout_s=HEALTH_TIMEOUT_S)
                 except Exception as exc:  # a health probe reports every failure, never raises
                     report["engine"] = f"{type(exc).__name__}: {exc}"
+        report["ok"] = report["engine"] == "ok"
+        return report
+
+    def health(self) -> dict[str, Any]:
+        """Readiness: alive (engine loaded and serving), broker and result backend reachable."""
+        report: dict[str, Any] = {**self.liveness(), "broker": "ok", "backend": "ok"}
         queue = self.settings.queue
         report["broker"] = _redis_status(queue.broker_url)
         report["backend"] = _redis_status(queue.backend_url)
         report["ok"] = all(report[k] == "ok" for k in ("engine", "broker", "backend"))
         report["stats"] = self.metrics.snapshot()
         return report
-
-
-# EX_SOFTWARE: the worker exits non-zero so `Restart=on-failure` style supervisors act.
-ENGINE_DEAD_EXIT_CODE = 70
 
 
 def _redis_status(url: str) -> str:

@@ -71,3 +71,37 @@ def test_bad_template_id_is_refused_before_enqueue(tmp_path: Path) -> None:
     code, err = _run("enqueue", "summarize", str(path), "--template", "../../etc")
     assert code == EXIT_ERROR
     assert "RequestInvalid" in err and "template_id" in err
+
+
+@pytest.mark.parametrize("status", [0, 70])
+def test_worker_exits_with_the_workers_status(monkeypatch: pytest.MonkeyPatch, status: int) -> None:
+    """70 (engine dead or hung) must reach the supervisor, or it will not restart."""
+    import structsum.tasks as tasks
+
+    argv: list[list[str]] = []
+
+    def start(args: list[str]) -> int:
+        argv.append(args)
+        return status
+
+    monkeypatch.setattr(tasks.app, "start", start)
+    result = runner.invoke(app, ["worker", "--concurrency", "2"])
+    assert result.exit_code == status
+    assert argv and argv[0][0] == "worker" and "--concurrency=2" in argv[0]
+
+
+def test_worker_exits_70_when_celery_returns_no_status(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Celery's start() returns None after a warm shutdown; the runtime kept the 70."""
+    from types import SimpleNamespace
+
+    import structsum.tasks as tasks
+
+    rt = SimpleNamespace(exit_status=None)
+
+    def start(args: list[str]) -> None:
+        # what the worker_shutdown signal does with the stopping worker's status
+        rt.exit_status = 70
+
+    monkeypatch.setattr(tasks.app, "start", start)
+    monkeypatch.setattr(tasks, "runtime", lambda: rt)
+    assert runner.invoke(app, ["worker"]).exit_code == 70

@@ -142,9 +142,16 @@ class WorkerProcess:
 
 
 def start_worker(
-    settings: Settings, log_dir: Path, name: str, **queue_overrides: object
+    settings: Settings,
+    log_dir: Path,
+    name: str,
+    env: dict[str, str] | None = None,
+    **queue_overrides: object,
 ) -> WorkerProcess:
-    """Start a worker and wait until it answers a ping (its engine is loaded by then)."""
+    """Start a worker and wait until it answers a ping (its engine is loaded by then).
+
+    ``env`` adds STRUCTSUM_... variables for settings ``worker_env`` does not pass.
+    """
     from structsum.client import client_app
 
     hostname = f"{name}@structsum-test"
@@ -156,7 +163,7 @@ def start_worker(
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command,
-            env=worker_env(settings, **queue_overrides),
+            env={**worker_env(settings, **queue_overrides), **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

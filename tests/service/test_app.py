@@ -24,7 +24,14 @@ def test_late_acks_and_the_visibility_timeout_come_from_settings() -> None:
     conf = build_app(_settings(visibility_timeout_s=123)).conf
     assert conf.task_acks_late is True
     assert conf.task_reject_on_worker_lost is True
+    # Celery reads the timeout in three places and uses the shortest: all three agree.
     assert conf.broker_transport_options["visibility_timeout"] == 123
+    assert conf.result_backend_transport_options["visibility_timeout"] == 123
+    assert conf.visibility_timeout == 123
+
+
+def test_a_redelivered_job_that_already_succeeded_is_not_run_again() -> None:
+    assert build_app(_settings()).conf.worker_deduplicate_successful_tasks is True
 
 
 def test_limits_prefetch_and_expiry_come_from_settings() -> None:
@@ -60,7 +67,7 @@ def test_key_prefix_reaches_broker_and_result_keys() -> None:
 def test_no_prefix_means_no_prefix_option() -> None:
     config = celery_config(QueueSettings())
     assert "global_keyprefix" not in config["broker_transport_options"]
-    assert config["result_backend_transport_options"] == {}
+    assert "global_keyprefix" not in config["result_backend_transport_options"]
 
 
 def test_result_backend_defaults_to_broker() -> None:

@@ -173,3 +173,29 @@ def test_http_server_serves_metrics_and_health(healthy: bool) -> None:
         assert _get(base + "/nope")[0] == 404
     finally:
         server.stop()
+
+
+def test_liveness_does_not_depend_on_redis() -> None:
+    """Redis down: not ready (send no work), yet alive (do not restart the worker)."""
+
+    def live() -> dict[str, Any]:
+        return {"ok": True, "engine": "ok"}
+
+    def ready() -> dict[str, Any]:
+        return {"ok": False, "engine": "ok", "broker": "ConnectionError"}
+
+    server = MetricsServer(ServiceMetrics(), ready, live=live, host="127.0.0.1", port=0)
+    server.start()
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        assert _get(base + "/livez")[0] == 200
+        assert _get(base + "/readyz")[0] == 503
+        assert _get(base + "/healthz")[0] == 503  # the old name is readiness
+    finally:
+        server.stop()
+
+
+def test_the_metrics_server_binds_loopback_by_default() -> None:
+    from structsum.config import QueueSettings
+
+    assert QueueSettings().metrics_host == "127.0.0.1"

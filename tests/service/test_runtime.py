@@ -129,11 +129,15 @@ def test_engine_death_stops_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     from structsum.service.runtime import ENGINE_DEAD_EXIT_CODE
 
     monkeypatch.setattr(state, "should_stop", None)
-    runtime = WorkerRuntime(_settings())
+    exits: list[float] = []
+    runtime = WorkerRuntime(_settings(watchdog_exit_grace_s=7), exit_later=exits.append)
     runtime.start(HealthyEngine())
     try:
         runtime.engine_died()
         assert state.should_stop == ENGINE_DEAD_EXIT_CODE
         assert runtime.metrics.registry.get_sample_value("structsum_engine_up") == 0
+        # a warm shutdown that hangs (threads behind a hung engine) ends in a hard exit
+        assert exits == [7]
+        assert runtime.liveness()["ok"] is False
     finally:
         runtime.stop()

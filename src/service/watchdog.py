@@ -1,0 +1,139 @@
+"""Engine watchdog and circuit breaker: a worker whose engine cannot serve exits.
+
+vLLM notices a dead engine core (``errored``) but only tells a caller that asks,
+and it never notices a hung one: ``check_health`` reads the same flag
+(vllm#36451). Without a watchdog, an idle worker with a dead engine keeps taking
+jobs and burning their retries, and a hung engine blocks every job thread while
+``/healthz`` says 200. vLLM's own server polls ``errored`` every few seconds and
+exits; this does the same, and also treats "requests in flight, no output for
+``stall_s``" as a hang (the progress test proposed for vLLM's /health, #45526).
+
+On a trip the runtime stops consumption, reports unhealthy and exits with
+``ENGINE_DEAD_EXIT_CODE`` (70) so a ``Restart=on-failure`` supervisor restarts it;
+jobs it held are redelivered (retries published, or the visibility timeout).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# EX_SOFTWARE: the status a worker exits with when its engine cannot serve.
+ENGINE_DEAD_EXIT_CODE = 70
+
+Trip = Callable[[str], None]
+Clock = Callable[[], float]
+
+
+class EngineWatchdog:
+    """Polls an engine's ``errored`` flag and ``progress()``; calls ``on_trip`` once."""
+
+    def __init__(
+        self,
+        engine: Any,
+        *,
+        interval_s: float,
+        stall_s: float,
+        on_trip: Trip,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._engine = engine
+        self._interval_s = interval_s
+        self._stall_s = stall_s
+        self._on_trip = on_trip
+        self._clock = clock
+        self._last_progress: int | None = None
+        self._since = clock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="structsum-watchdog", daemon=True)
+        self.tripped: str | None = None
+
+    def check(self) -> str | None:
+        """One look at the engine: why it cannot serve, or None while it can."""
+        if getattr(self._engine, "errored", False):
+            return "the engine core died"
+        progress = getattr(self._engine, "progress", None)
+        if progress is None:
+            return None
+        in_flight, produced = progress()
+        now = self._clock()
+        if in_flight == 0 or produced != self._last_progress:
+            self._last_progress, self._since = produced, now
+            return None
+        stalled = now - self._since
+        if stalled >= self._stall_s:
+            return (
+                f"the engine hangs: no output for {stalled:.0f} s "
+                f"with {in_flight} request(s) in flight"
+            )
+        return None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=self._interval_s + 1)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                reason = self.check()
+            except Exception:  # a failing probe must not kill the watchdog silently
+                log.exception("the engine watchdog's check failed")
+                continue
+            if reason:
+                self.tripped = reason
+                self._on_trip(reason)
+                return
+
+
+class CircuitBreaker:
+    """Opens after ``threshold`` engine errors in a row; any success closes the count."""
+
+    def __init__(self, threshold: int, on_open: Trip) -> None:
+        self._threshold = threshold
+        self._on_open = on_open
+        self._lock = threading.Lock()
+        self._errors = 0
+        self.open = False
+
+    def success(self) -> None:
+        with self._lock:
+            self._errors = 0
+
+    def failure(self, code: str) -> None:
+        with self._lock:
+            self._errors += 1
+            opens = not self.open and self._errors >= self._threshold
+            if opens:
+                self.open = True
+        if opens:
+            self._on_open(f"{self._threshold} engine errors in a row (last: {code})")
+
+
+def hard_exit_later(seconds: float, status: int = ENGINE_DEAD_EXIT_CODE) -> threading.Timer:
+    """Exit the process after ``seconds`` if the warm shutdown has not finished by then.
+
+    A warm shutdown waits for the job threads; behind a hung engine they wait until
+    their deadlines. ``os._exit`` skips that (and atexit handlers): the engine core
+    dies with its parent and the supervisor starts a fresh worker.
+    """
+    import os
+
+    def _exit() -> None:
+        log.critical("warm shutdown did not finish in %.0f s; exiting with %d", seconds, status)
+        logging.shutdown()
+        os._exit(status)
+
+    timer = threading.Timer(seconds, _exit)
+    timer.name = "structsum-hard-exit"
+    timer.daemon = True
+    timer.start()
+    return timer

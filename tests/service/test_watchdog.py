@@ -1,0 +1,131 @@
+"""The watchdog trips on a dead or hung engine; the breaker on errors in a row."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from structsum.config import QueueSettings, Settings
+from structsum.service.runtime import WorkerRuntime
+from structsum.service.watchdog import ENGINE_DEAD_EXIT_CODE, CircuitBreaker, EngineWatchdog
+
+
+class ProbeEngine:
+    """What the watchdog reads from VllmEngine: ``errored`` and ``progress()``."""
+
+    def __init__(self) -> None:
+        self.errored = False
+        self.in_flight = 0
+        self.produced = 0
+
+    def progress(self) -> tuple[int, int]:
+        return self.in_flight, self.produced
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _watchdog(engine: ProbeEngine, clock: Clock, trips: list[str]) -> EngineWatchdog:
+    return EngineWatchdog(engine, interval_s=1, stall_s=30, on_trip=trips.append, clock=clock)
+
+
+def test_a_dead_engine_trips_even_when_idle() -> None:
+    engine, clock, trips = ProbeEngine(), Clock(), []
+    dog = _watchdog(engine, clock, trips)
+    assert dog.check() is None
+    engine.errored = True
+    assert dog.check() == "the engine core died"
+
+
+def test_no_output_with_requests_in_flight_is_a_hang() -> None:
+    engine, clock, trips = ProbeEngine(), Clock(), []
+    dog = _watchdog(engine, clock, trips)
+    engine.in_flight = 3
+    assert dog.check() is None
+    clock.now += 29
+    assert dog.check() is None
+    clock.now += 2
+    reason = dog.check()
+    assert reason is not None and "no output for 31 s with 3 request(s)" in reason
+
+
+def test_progress_or_idleness_is_not_a_hang() -> None:
+    engine, clock, trips = ProbeEngine(), Clock(), []
+    dog = _watchdog(engine, clock, trips)
+    engine.in_flight = 1
+    for _ in range(10):  # slow but moving: one output every 20 s
+        clock.now += 20
+        engine.produced += 1
+        assert dog.check() is None
+    engine.in_flight = 0
+    clock.now += 600  # idle for ten minutes
+    assert dog.check() is None
+    engine.in_flight = 1  # a new request: the stall clock starts now, not at the last output
+    assert dog.check() is None
+    clock.now += 10
+    assert dog.check() is None
+
+
+def test_engines_without_probes_never_trip() -> None:
+    dog = EngineWatchdog(object(), interval_s=1, stall_s=1, on_trip=lambda _: None)
+    assert dog.check() is None
+
+
+def test_the_thread_trips_once_within_its_interval() -> None:
+    engine = ProbeEngine()
+    tripped = threading.Event()
+    trips: list[str] = []
+
+    def on_trip(reason: str) -> None:
+        trips.append(reason)
+        tripped.set()
+
+    dog = EngineWatchdog(engine, interval_s=0.05, stall_s=30, on_trip=on_trip)
+    dog.start()
+    try:
+        engine.errored = True
+        assert tripped.wait(2)
+    finally:
+        dog.stop()
+    assert trips == ["the engine core died"] and dog.tripped == trips[0]
+
+
+def test_breaker_opens_after_k_errors_in_a_row() -> None:
+    opened: list[str] = []
+    breaker = CircuitBreaker(3, opened.append)
+    breaker.failure("EngineError")
+    breaker.failure("EngineError")
+    breaker.success()  # a success in between starts the count again
+    breaker.failure("EngineError")
+    breaker.failure("EngineError")
+    assert opened == [] and not breaker.open
+    breaker.failure("EngineOutOfMemory")
+    breaker.failure("EngineError")  # opens once
+    assert opened == ["3 engine errors in a row (last: EngineOutOfMemory)"]
+    assert breaker.open
+
+
+def test_runtime_trip_stops_consuming_and_exits_70(monkeypatch: pytest.MonkeyPatch) -> None:
+    from celery.worker import state
+
+    monkeypatch.setattr(state, "should_stop", None)
+    exits: list[float] = []
+    settings = Settings(
+        queue=QueueSettings(metrics_port=None, watchdog_exit_grace_s=4, breaker_engine_errors=2)
+    )
+    runtime = WorkerRuntime(settings, exit_later=exits.append)
+    runtime.breaker.failure("EngineError")
+    assert state.should_stop is None
+    runtime.breaker.failure("EngineError")
+    assert state.should_stop == ENGINE_DEAD_EXIT_CODE == 70
+    assert exits == [4]
+    runtime.fail("the engine hangs")  # a second trip changes nothing
+    assert exits == [4]
+    assert runtime.failure is not None and "engine errors in a row" in runtime.failure
+    assert runtime.liveness() == {"engine": runtime.failure, "ok": False}
