@@ -17,6 +17,8 @@ from structsum.errors import StructsumError
 from structsum.models import EnhancementResult, SummaryResult
 
 Job = Callable[[str], JobSample]
+# How many of an invalid summary's errors a sample keeps: enough to see the pattern.
+SHOWN_ERRORS = 3
 Item = TypeVar("Item")
 Sample = TypeVar("Sample")
 
@@ -52,6 +54,8 @@ def timed_job(
         # an enhancement has no attempts; its chunk count is the work it did
         len(result.attempts) if summary else result.chunks,
         result.valid if summary else None,
+        valid_first=result.attempts[0].valid if summary and result.attempts else None,
+        invalid_errors=tuple(result.errors[:SHOWN_ERRORS]) if summary else (),
     )
 
 

@@ -133,7 +133,7 @@ def summarize_arm(
         p50_itl_ms=percentile(itls, 50),
         p99_itl_ms=percentile(itls, 99),
         valid_fraction=(sum(checked) / len(checked)) if checked else None,
-        finished_by_length_fraction=(
+                finished_by_length_fraction=(
             sum(1 for s in done if s.finish_reason == "length") / len(done) if done else math.nan
         ),
     )
@@ -206,6 +206,9 @@ class JobSample:
     attempts: int
     valid: bool | None  # None for enhancement (nothing to validate)
     error: str | None = None
+    valid_first: bool | None = None  # the first attempt alone was valid
+    # why an invalid summary's best answer failed (first errors): what to fix next
+    invalid_errors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -225,6 +228,7 @@ class TaskMetrics:
     p50_queue_wait_ms: float | None
     p99_queue_wait_ms: float | None
     valid_fraction: float | None
+    valid_first_fraction: float | None
     mean_attempts: float
     mean_completion_tokens: float
 
@@ -236,6 +240,7 @@ def summarize_jobs(
     latencies = [s.latency_s * 1000.0 for s in done]
     waits = [s.queue_wait_s * 1000.0 for s in done if s.queue_wait_s is not None]
     checked = [s.valid for s in done if s.valid is not None]
+    first = [s.valid_first for s in done if s.valid_first is not None]
     tokens = sum(s.completion_tokens for s in done)
     return TaskMetrics(
         task=task,
@@ -253,6 +258,7 @@ def summarize_jobs(
         p50_queue_wait_ms=percentile(waits, 50) if waits else None,
         p99_queue_wait_ms=percentile(waits, 99) if waits else None,
         valid_fraction=(sum(checked) / len(checked)) if checked else None,
+        valid_first_fraction=(sum(first) / len(first)) if first else None,
         mean_attempts=mean([float(s.attempts) for s in done]),
         mean_completion_tokens=mean([float(s.completion_tokens) for s in done]),
     )

@@ -34,7 +34,18 @@ def test_a_queued_summary_reports_attempts_validity_and_queue_wait() -> None:
     assert sample.latency_s >= 5.0
     assert sample.queue_wait_s == pytest.approx(sample.latency_s - 2.0)
     assert sample.error is None
+    assert sample.valid_first is False  # valid only after the retry
+    assert sample.invalid_errors == ()
     assert timed_job("summary", lambda: summary_result(2.0), queued=False).queue_wait_s is None
+
+
+def test_an_invalid_summary_keeps_why_it_failed() -> None:
+    result = summary_result(1.0).model_copy(
+        update={"valid": False, "errors": ["e1", "e2", "e3", "e4"]}
+    )
+    sample = timed_job("summary", lambda: result, queued=False)
+    assert sample.valid is False
+    assert sample.invalid_errors == ("e1", "e2", "e3")
 
 
 def test_an_enhancement_counts_chunks_and_has_nothing_to_validate() -> None:

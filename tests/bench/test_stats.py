@@ -126,6 +126,18 @@ def test_job_metrics() -> None:
     assert metrics.mean_attempts == 2.0
 
 
+def test_job_metrics_tell_first_attempt_validity_from_validity_after_retries() -> None:
+    jobs = [
+        JobSample("summary", 1.0, None, 500, 100, 1, True, valid_first=True),
+        JobSample("summary", 1.0, None, 500, 100, 2, True, valid_first=False),
+        JobSample("summary", 1.0, None, 500, 100, 3, False, valid_first=False),
+        JobSample("summary", 1.0, None, 500, 100, 1, True, valid_first=True),
+    ]
+    metrics = summarize_jobs("summary", 4, jobs, duration_s=1.0)
+    assert metrics.valid_first_fraction == 0.5
+    assert metrics.valid_fraction == 0.75
+
+
 def test_in_process_jobs_have_no_queue_wait() -> None:
     jobs = [JobSample("enhancement", 1.0, None, 10, 10, 1, None)]
     metrics = summarize_jobs("enhancement", 1, jobs, duration_s=1.0)
