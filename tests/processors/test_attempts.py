@@ -51,6 +51,15 @@ def test_a_truncated_answer_is_never_valid_even_when_it_validates() -> None:
     assert judgement.errors[0].startswith("output was cut at max_tokens")
 
 
+def test_a_raw_newline_inside_a_string_is_read_as_the_newline_it_means() -> None:
+    # llguidance's JSON grammar admits control characters inside strings; the value
+    # is the same as with the escape, and the result holds data, not this raw text.
+    judgement = judge(output('{"title": "Release\nplan"}'), SCHEMA, guided=True)
+    assert judgement.valid
+    assert judgement.data == {"title": "Release\nplan"}
+    assert json.loads(json.dumps(judgement.data)) == judgement.data
+
+
 def test_unparsable_and_non_object_answers_carry_no_data() -> None:
     cut = judge(output('{"title": "Rel', "length"), SCHEMA, guided=True)
     assert cut.data is None and "cut at max_tokens" in cut.errors[0]
