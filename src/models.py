@@ -131,6 +131,9 @@ class Attempt(BaseModel):
     ttft_s: float | None = None
     valid: bool
     errors: list[str] = Field(default_factory=list)
+    repairs: list[str] = Field(
+        default_factory=list, description="meaning-preserving fixes made before validation"
+    )
 
 
 class EnhancementResult(BaseModel):

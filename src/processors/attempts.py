@@ -10,7 +10,7 @@ tokens.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from structsum.config import Settings
@@ -18,6 +18,7 @@ from structsum.models import Attempt, Usage
 from structsum.processors.budget import output_budget
 from structsum.processors.engine import Engine, GenerationOutput, GenerationRequest, Guide
 from structsum.processors.prompts import RETRY_FEEDBACK
+from structsum.processors.repair import drop_duplicate_items
 from structsum.processors.templates import Template, validate_instance
 
 # How many validation errors are shown to the model on a retry; more only adds noise.
@@ -29,6 +30,7 @@ ELLIPSIS = "…"
 class Judgement:
     data: dict[str, Any] | None
     errors: list[str]
+    repairs: list[str] = field(default_factory=list)
 
     @property
     def valid(self) -> bool:
@@ -50,7 +52,13 @@ def _extract_json(text: str) -> str:
     return text[start : end + 1] if 0 <= start < end else text
 
 
-def judge(output: GenerationOutput, schema: dict[str, Any], *, guided: bool) -> Judgement:
+def judge(
+    output: GenerationOutput,
+    schema: dict[str, Any],
+    *,
+    guided: bool,
+    repair_unique_items: bool = False,
+) -> Judgement:
     """Parse and validate one answer against the FULL schema; truncation is never valid.
 
     Raw control characters (a literal newline or tab) inside strings are accepted:
@@ -67,10 +75,13 @@ def judge(output: GenerationOutput, schema: dict[str, Any], *, guided: bool) -> 
         return Judgement(None, [f"{reason}: {exc.msg} at char {exc.pos}"])
     if not isinstance(data, dict):
         return Judgement(None, [f"output is JSON {type(data).__name__}, not an object"])
+    repairs: list[str] = []
+    if repair_unique_items:
+        data, repairs = drop_duplicate_items(data, schema)
     errors = validate_instance(schema, data)
     if output.truncated:
         errors = [f"output was cut at max_tokens ({output.completion_tokens} tokens)", *errors]
-    return Judgement(data, errors)
+    return Judgement(data, errors, repairs)
 
 
 def best_judgement(judgements: list[Judgement]) -> Judgement:
@@ -151,7 +162,12 @@ def run_attempts(
             engine=engine,
             settings=settings,
         )
-        judgement = judge(output, template.schema, guided=guided)
+        judgement = judge(
+            output,
+            template.schema,
+            guided=guided,
+            repair_unique_items=retry.repair_unique_items,
+        )
         judgements.append(judgement)
         attempt = _record(index, output, judgement, temperature=temperature, guided=guided)
         attempts.append(attempt)
@@ -179,4 +195,5 @@ def _record(
         ttft_s=output.ttft_s,
         valid=judgement.valid,
         errors=judgement.errors,
+        repairs=judgement.repairs,
     )

@@ -145,6 +145,11 @@ class RetryPolicy(_Strict):
         ge=1.0,
         description="multiply max_tokens after an attempt cut at max_tokens (1.0: off)",
     )
+    repair_unique_items: bool = Field(
+        default=True,
+        description="drop repeated items from arrays the full schema marks uniqueItems "
+        "(no grammar can enforce it) before validating, instead of retrying",
+    )
     on_exhausted: Literal["error", "return_invalid"] = Field(
         default="return_invalid",
         description="after the last invalid attempt: raise OutputInvalid, or return the "
