@@ -388,6 +388,16 @@ class VllmEngine:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=CLOSE_TIMEOUT_S)
 
+    def abandon(self) -> None:
+        """Let go of an engine whose processes are already gone (killed after a failure).
+
+        A polite shutdown would wait on a dead or stopped engine core; this only drops
+        the AsyncLLM (its ``__del__`` would try again at exit) and stops the loop.
+        """
+        self._llm = None
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
 
 _engine: VllmEngine | None = None
 _engine_lock = threading.Lock()
@@ -403,6 +413,15 @@ def load_engine(settings: EngineSettings, cache_dir: Any) -> VllmEngine:
 
             _engine = VllmEngine(settings, resolve_model(settings.model, cache_dir))
         return _engine
+
+
+def forget_engine() -> None:
+    """Abandon the process's engine after its processes were killed (see ``abandon``)."""
+    global _engine
+    with _engine_lock:
+        if _engine is not None:
+            _engine.abandon()
+            _engine = None
 
 
 def close_engine() -> None:

@@ -23,6 +23,7 @@ from structsum.service.watchdog import (
     CircuitBreaker,
     EngineWatchdog,
     hard_exit_later,
+    kill_descendants,
 )
 
 log = logging.getLogger(__name__)
@@ -133,9 +134,7 @@ class WorkerRuntime:
                 self._engine = None
                 self.metrics.engine_up.set(0)
                 if self._owns_engine:
-                    from structsum.processors.engine import close_engine
-
-                    close_engine()
+                    self._release_engine()
                     self._owns_engine = False
 
     @property
@@ -152,6 +151,16 @@ class WorkerRuntime:
     def engine_died(self) -> None:
         """The engine is gone: stop taking jobs so a supervisor restarts the worker."""
         self.fail("the engine died")
+
+    def _release_engine(self) -> None:
+        """Close a healthy engine; a dead or hung one cannot close, so its processes die."""
+        from structsum.processors.engine import close_engine, forget_engine
+
+        if self.failure is None:
+            close_engine()
+            return
+        kill_descendants()
+        forget_engine()
 
     def fail(self, reason: str) -> None:
         """This worker cannot serve: stop consuming, report unhealthy, exit with status 70.

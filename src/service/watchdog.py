@@ -15,6 +15,7 @@ jobs it held are redelivered (retries published, or the visibility timeout).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -118,17 +119,40 @@ class CircuitBreaker:
             self._on_open(f"{self._threshold} engine errors in a row (last: {code})")
 
 
+def kill_descendants() -> int:
+    """SIGKILL every process this one started (the engine core and its workers); how many.
+
+    A hung engine core (seen: SIGSTOPped) never sees its parent die and cannot be
+    shut down politely, and its own worker process keeps spinning; left behind they
+    hold the CPU or GPU memory the restarted worker needs. SIGKILL reaches a stopped
+    process too.
+    """
+    try:
+        import psutil
+    except ImportError:  # a worker always has it (vLLM needs it); nothing to kill without
+        return 0
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    psutil.wait_procs(children, timeout=5)
+    if children:
+        log.warning("killed %d engine process(es) left by a failed engine", len(children))
+    return len(children)
+
+
 def hard_exit_later(seconds: float, status: int = ENGINE_DEAD_EXIT_CODE) -> threading.Timer:
     """Exit the process after ``seconds`` if the warm shutdown has not finished by then.
 
     A warm shutdown waits for the job threads; behind a hung engine they wait until
     their deadlines. ``os._exit`` skips that (and atexit handlers): the engine core
-    dies with its parent and the supervisor starts a fresh worker.
+    processes are killed first and the supervisor starts a fresh worker.
     """
     import os
 
     def _exit() -> None:
         log.critical("warm shutdown did not finish in %.0f s; exiting with %d", seconds, status)
+        kill_descendants()
         logging.shutdown()
         os._exit(status)
 

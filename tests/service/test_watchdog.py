@@ -8,7 +8,11 @@ import pytest
 
 from structsum.config import QueueSettings, Settings
 from structsum.service.runtime import WorkerRuntime
-from structsum.service.watchdog import ENGINE_DEAD_EXIT_CODE, CircuitBreaker, EngineWatchdog
+from structsum.service.watchdog import (
+    ENGINE_DEAD_EXIT_CODE,
+    CircuitBreaker,
+    EngineWatchdog,
+)
 
 
 class ProbeEngine:
@@ -129,3 +133,31 @@ def test_runtime_trip_stops_consuming_and_exits_70(monkeypatch: pytest.MonkeyPat
     assert exits == [4]
     assert runtime.failure is not None and "engine errors in a row" in runtime.failure
     assert runtime.liveness() == {"engine": runtime.failure, "ok": False}
+
+
+# Run in a process of its own: kill_descendants() in the test process would also
+# kill the suite's shared worker.
+_KILL_SCRIPT = """
+import signal, subprocess, sys
+from structsum.service.watchdog import kill_descendants
+busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+stopped = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+stopped.send_signal(signal.SIGSTOP)
+print(busy.pid, stopped.pid, kill_descendants(), flush=True)
+"""
+
+
+def test_engine_processes_left_by_a_failure_are_killed_even_when_stopped() -> None:
+    """A hung (SIGSTOPped) engine core and its busy worker must not outlive the worker."""
+    import subprocess
+    import sys
+
+    psutil = pytest.importorskip("psutil")
+    done = subprocess.run(
+        [sys.executable, "-c", _KILL_SCRIPT], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    busy, stopped, killed = (int(x) for x in done.stdout.split())
+    assert killed == 2
+    for pid in (busy, stopped):
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
