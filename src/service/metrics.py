@@ -60,7 +60,14 @@ class ServiceMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        r = self.registry
+        self._job_series(self.registry)
+        self._timing_series(self.registry)
+        self._engine_series(self.registry)
+        self._lock = threading.Lock()
+        self._totals = _Totals()
+        self.started_at = time.time()
+
+    def _job_series(self, r: CollectorRegistry) -> None:
         self.jobs = Counter(
             "structsum_jobs", "finished jobs by task and outcome", ["task", "outcome"], registry=r
         )
@@ -89,6 +96,8 @@ class ServiceMetrics:
             ["task", "kind"],
             registry=r,
         )
+
+    def _timing_series(self, r: CollectorRegistry) -> None:
         self.latency = Histogram(
             "structsum_job_latency_seconds",
             "job run time in the worker",
@@ -110,6 +119,8 @@ class ServiceMetrics:
             buckets=TTFT_BUCKETS,
             registry=r,
         )
+
+    def _engine_series(self, r: CollectorRegistry) -> None:
         self.in_flight = Gauge("structsum_jobs_in_flight", "jobs running now", registry=r)
         self.max_in_flight = Gauge(
             "structsum_jobs_in_flight_max", "most jobs running at once since start", registry=r
@@ -121,9 +132,6 @@ class ServiceMetrics:
         self.engine_load_seconds = Gauge(
             "structsum_engine_load_seconds", "time the engine took to load", registry=r
         )
-        self._lock = threading.Lock()
-        self._totals = _Totals()
-        self.started_at = time.time()
 
     # --- one job ------------------------------------------------------------------------
 
