@@ -52,6 +52,7 @@ from typing import Any
 from structsum.bench.engine_arms import run_one
 from structsum.bench.engine_rows import add_part, failed_part, failed_requests
 from structsum.bench.engine_runs import BACKEND_MODULES, installed_backends, on_gpu
+from structsum.bench.flags import checkout_defaults
 from structsum.bench.report import (
     base_report,
     parse_metadata,
@@ -62,7 +63,9 @@ from structsum.bench.report import (
 )
 from structsum.bench.stats import DEFAULT_LENGTH_TOLERANCE
 from structsum.bench.tables import ENGINE_COLUMNS, ENGINE_FOOTNOTE, engine_rows
-from structsum.bench.workload import REPO_ROOT, VARIANTS, list_template_ids
+from structsum.bench.workload import VARIANTS, list_template_ids
+
+DEFAULTS = checkout_defaults(Path(__file__).resolve().parents[1])
 
 # --- arguments -------------------------------------------------------------------------
 
@@ -123,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=sorted(BACKEND_MODULES),
         help="structured-output backends, one engine each; default: every one installed",
     )
-    work.add_argument("--templates-dir", type=Path, default=REPO_ROOT / "schemas")
+    work.add_argument("--templates-dir", type=Path, default=DEFAULTS.root / "schemas")
     work.add_argument(
         "--template-ids", nargs="+", default=None, help="default: every template found"
     )
@@ -163,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     out = parser.add_argument_group("output")
-    out.add_argument("--result-dir", type=Path, default=REPO_ROOT / "results")
+    out.add_argument("--result-dir", type=Path, default=DEFAULTS.result_dir)
     out.add_argument("--result-filename", default=None, help="default: engine-<date>.json")
     out.add_argument(
         "--metadata",
@@ -249,6 +252,7 @@ def run_children(args: argparse.Namespace, argv: list[str]) -> Iterator[dict[str
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.inputs_dir = args.inputs_dir or list(DEFAULTS.input_dirs)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     check_args(args)
     model = resolve_model(args)

@@ -17,7 +17,6 @@ from typing import Any, cast
 
 from structsum.bench.stats import RequestSample
 from structsum.bench.workload import (
-    DEFAULT_INPUT_DIRS,
     SchemaVariant,
     fit_prompt,
     load_corpus,
@@ -122,7 +121,7 @@ def build_prompts(
     args: argparse.Namespace, tokenizer: Any, variants: list[SchemaVariant]
 ) -> tuple[list[list[int]], str]:
     """``max(batch sizes)`` prompts, each a different window of the input texts."""
-    texts, source = load_corpus(args.inputs_dir or DEFAULT_INPUT_DIRS)
+    texts, source = load_corpus(args.inputs_dir or ())
     source_ids: list[int] = tokenizer.encode("\n\n".join(texts), add_special_tokens=False)
     system = system_prompt(variants[0].full_schema if variants else None)
     prompts = [

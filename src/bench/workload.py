@@ -105,13 +105,10 @@ def _simplified(
             update={"strip_caps": True, "max_items": None, "max_string_length": None}
         )
     simplified = simplify_schema(full, rules)
-    if simplified.mode == "json_schema":
-        return "json", simplified.schema, list(simplified.changes)
-    if simplified.mode == "regex":
-        return "regex", simplified.regex, list(simplified.changes)
-    if simplified.mode == "json_object":
-        return "json_object", None, list(simplified.changes)
-    return f"policy mode {simplified.mode!r} decodes unguided"
+    guide = simplified.guide  # the one place a decoding mode picks its guide
+    if guide is None:
+        return f"policy mode {simplified.mode!r} decodes unguided"
+    return guide.kind, guide.value, list(simplified.changes)
 
 
 def system_prompt(schema: dict[str, Any] | None) -> str:
@@ -164,17 +161,3 @@ def schema_valid(text: str, validator: Any) -> bool:
         return False
     return bool(validator.is_valid(data))
 
-
-def __getattr__(name: str) -> Any:
-    """Transitional: scripts/benchmark_engine.py still imports its checkout defaults here.
-
-    The package knows no checkout (an installed wheel has none); scripts name their
-    own defaults through ``structsum.bench.flags.checkout_defaults``. Remove this
-    once the engine benchmark does too.
-    """
-    if name in ("REPO_ROOT", "DEFAULT_INPUT_DIRS"):
-        from structsum.bench.flags import checkout_defaults
-
-        defaults = checkout_defaults(Path(__file__).resolve().parents[2])
-        return defaults.root if name == "REPO_ROOT" else defaults.input_dirs
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -38,6 +38,8 @@ def condense(
             raise TextTooLong(
                 f"condensing does not shrink the text ({previous_tokens} -> {tokens} tokens)",
                 {"tokens": tokens, "allowance": allowance},
+                hint="use a model with a longer context (STRUCTSUM_ENGINE__MODEL), or raise "
+                "STRUCTSUM_ENGINE__MAX_MODEL_LEN",
             )
         previous_tokens = tokens
         chunks = _chunks(text, chunk_tokens, engine=engine, settings=settings)
@@ -49,6 +51,7 @@ def condense(
         raise TextTooLong(
             f"text still exceeds the context after {budget.max_condense_rounds} condense rounds",
             {"rounds": budget.max_condense_rounds},
+            hint="raise STRUCTSUM_BUDGET__MAX_CONDENSE_ROUNDS, or send a shorter text",
         )
     return text, first_round_chunks, usage
 
@@ -77,6 +80,8 @@ def _chunks(text: str, chunk_tokens: int, *, engine: Engine, settings: Settings)
             f"text needs {len(chunks)} chunks of {chunk_tokens} tokens, "
             f"the limit is {budget.max_chunks}",
             {"chunks": len(chunks), "limit": budget.max_chunks},
+            hint="raise STRUCTSUM_BUDGET__MAX_CHUNKS (or STRUCTSUM_ENGINE__MAX_MODEL_LEN), "
+            "or send a shorter text",
         )
     return chunks
 

@@ -100,6 +100,8 @@ def _text_allowance(
             f"template {template.id!r}: its prompt ({overhead} tokens) and output reserve leave "
             f"no room for text within max_model_len={max_model_len}",
             {"prompt_tokens": overhead, "max_model_len": max_model_len},
+            hint="shorten the template's prompt, lower STRUCTSUM_BUDGET__OUTPUT_RESERVE, "
+            "or raise STRUCTSUM_ENGINE__MAX_MODEL_LEN",
         )
     return allowance
 

@@ -42,5 +42,6 @@ def test_long_text_becomes_one_note_per_chunk_in_one_batch() -> None:
 def test_notes_that_do_not_shrink_the_text_are_refused() -> None:
     long_text = " ".join(f"Sentence {i} of the meeting." for i in range(600))
     engine = FakeEngine(lambda request: (long_text, "stop"))
-    with pytest.raises(TextTooLong, match="does not shrink"):
+    with pytest.raises(TextTooLong, match="does not shrink") as raised:
         condense(long_text, allowance=200, engine=engine, settings=SETTINGS)
+    assert "MAX_MODEL_LEN" in raised.value.hint

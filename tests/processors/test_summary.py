@@ -225,12 +225,13 @@ def test_too_many_chunks_is_a_typed_error(tmp_path: Path) -> None:
         engine=EngineSettings(max_model_len=1024),
         budget=BudgetSettings(output_reserve=256, max_chunks=2),
     )
-    with pytest.raises(TextTooLong, match="chunks"):
+    with pytest.raises(TextTooLong, match="chunks") as raised:
         summarize(
             request(" ".join(f"Sentence {i} here." for i in range(2000))),
             engine=FakeEngine([]),
             settings=settings,
         )
+    assert "MAX_CHUNKS" in raised.value.hint
 
 
 def test_shipped_generic_template_is_used_by_default_settings() -> None:
@@ -266,6 +267,7 @@ def test_context_too_small_for_the_prompt_is_a_clear_error(tmp_path: Path) -> No
     make_template(tmp_path)
     settings = Settings(templates_dir=tmp_path, engine=EngineSettings(max_model_len=256))
     engine = FakeEngine([])
-    with pytest.raises(TextTooLong, match="no room for text"):
+    with pytest.raises(TextTooLong, match="no room for text") as raised:
         summarize(request(), engine=engine, settings=settings)
     assert engine.requests == []
+    assert "MAX_MODEL_LEN" in raised.value.hint and "OUTPUT_RESERVE" in raised.value.hint
