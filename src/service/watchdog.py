@@ -119,13 +119,14 @@ class CircuitBreaker:
             self._on_open(f"{self._threshold} engine errors in a row (last: {code})")
 
 
-def kill_descendants() -> int:
+def kill_descendants(*, report: bool = True) -> int:
     """SIGKILL every process this one started (the engine core and its workers); how many.
 
     A hung engine core (seen: SIGSTOPped) never sees its parent die and cannot be
     shut down politely, and its own worker process keeps spinning; left behind they
     hold the CPU or GPU memory the restarted worker needs. SIGKILL reaches a stopped
-    process too.
+    process too. Nothing waits for them here: vLLM's own threads notice the death
+    and reap them, and waiting beside them hung a worker's hard exit in CI.
     """
     try:
         import psutil
@@ -135,8 +136,7 @@ def kill_descendants() -> int:
     for child in children:
         with contextlib.suppress(psutil.Error):
             child.kill()
-    psutil.wait_procs(children, timeout=5)
-    if children:
+    if report and children:
         log.warning("killed %d engine process(es) left by a failed engine", len(children))
     return len(children)
 
@@ -152,8 +152,8 @@ def hard_exit_later(seconds: float, status: int = ENGINE_DEAD_EXIT_CODE) -> thre
 
     def _exit() -> None:
         log.critical("warm shutdown did not finish in %.0f s; exiting with %d", seconds, status)
-        kill_descendants()
         logging.shutdown()
+        kill_descendants(report=False)  # after the last log line: nothing may block _exit
         os._exit(status)
 
     timer = threading.Timer(seconds, _exit)
