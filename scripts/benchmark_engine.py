@@ -117,6 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="no free whitespace between JSON tokens in the grammar",
     )
     model.add_argument("--seed", type=int, default=0, help="engine seed (no per-request seeds)")
+    model.add_argument(
+        "--mask-threads",
+        type=int,
+        default=None,
+        help="grammar-mask threads (structsum's vLLM plugin; 0: vLLM's serial fill); "
+        "default: the hardware profile's, as a worker would run",
+    )
+    model.add_argument(
+        "--mask-batch-size", type=int, default=None, help="guided requests per mask task"
+    )
 
     work = parser.add_argument_group("workload")
     work.add_argument(
@@ -176,6 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="stored in the report (label=H100 names the plot panel)",
     )
     out.add_argument("--save-itl", action="store_true", help="keep every inter-token gap")
+    out.add_argument(
+        "--profile",
+        action="store_true",
+        help="time vLLM's step stages (grammar bitmask, token acceptance, scheduling) per "
+        "arm and batch size: what a guided arm pays beyond the unguided one",
+    )
     out.add_argument("--plot", type=Path, default=None, help="also write this PNG")
     out.add_argument(
         "--in-process",
@@ -204,6 +220,14 @@ def check_args(args: argparse.Namespace) -> None:
         args.max_model_len = args.input_len + args.output_len + 128
     if args.max_num_seqs is None:
         args.max_num_seqs = max(args.batch_sizes)
+    if args.mask_threads is None or args.mask_batch_size is None:
+        from structsum.config import get_settings
+
+        engine = get_settings().engine
+        if args.mask_threads is None:
+            args.mask_threads = engine.mask_threads
+        if args.mask_batch_size is None:
+            args.mask_batch_size = engine.mask_batch_size
 
 
 # --- model ------------------------------------------------------------------------------
@@ -224,6 +248,21 @@ def resolve_model(args: argparse.Namespace) -> str:
 def show(rows: list[dict[str, Any]], title: str) -> None:
     print_table(title, ENGINE_COLUMNS, engine_rows(rows))
     print(ENGINE_FOOTNOTE)
+
+
+PROFILE_STAGES = ("step", "schedule", "grammar_bitmask", "accept_tokens", "update_from_output")
+
+
+def show_profile(engines: dict[str, Any]) -> None:
+    """Milliseconds per engine step of each stage, per backend, arm and batch size."""
+    columns = ["backend", "arm", "batch", "steps", *(f"{s} ms" for s in PROFILE_STAGES)]
+    rows = []
+    for backend, engine in engines.items():
+        for arm, by_batch in (engine.get("profile") or {}).items():
+            for batch, stages in by_batch.items():
+                cells = [f"{stages[s]:.2f}" if s in stages else "-" for s in PROFILE_STAGES]
+                rows.append([backend, arm, batch, f"{stages.get('steps', 0):.0f}", *cells])
+    print_table("step profile (ms per engine step, all runs)", columns, rows)
 
 
 def run_children(args: argparse.Namespace, argv: list[str]) -> Iterator[dict[str, Any]]:
@@ -295,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     machine = report["machine"]
     device = machine["gpus"][0] if machine["gpus"] else f"{machine['cpu']} x{machine['cpu_count']}"
     show(report["results"], f"engine benchmark: {Path(model).name} on {device}")
+    if args.profile:
+        show_profile(report["engines"])
     for note in report["notes"]:
         print(f"note: {note}")
     print(f"report: {path}")

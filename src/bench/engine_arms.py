@@ -10,8 +10,11 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from structsum.bench.engine_rows import Durations, RawSamples, compute_rows
@@ -25,6 +28,7 @@ from structsum.bench.engine_runs import (
 )
 from structsum.bench.stats import RequestSample, median
 from structsum.bench.workload import SchemaVariant, schema_variants
+from structsum.processors import engine_profile
 from structsum.processors.engine import build_engine_args
 
 log = logging.getLogger("benchmark_engine")
@@ -49,6 +53,22 @@ class Measured:
     raw: RawSamples = field(default_factory=dict)
     durations: Durations = field(default_factory=dict)
     examples: dict[str, str] = field(default_factory=dict)
+    # label -> batch size -> per run: step-stage totals (engine_profile), with --profile
+    profile: dict[str, dict[int, list[engine_profile.Totals]]] = field(default_factory=dict)
+
+
+class StageClock:
+    """Step-stage totals around one arm, read from the engine processes' profile files."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+
+    async def read(self) -> engine_profile.Totals:
+        if self.directory is None:
+            return {}
+        # Let every engine process flush what the finished batch did.
+        await asyncio.sleep(engine_profile.SETTLE_S)
+        return engine_profile.read_totals(self.directory)
 
 
 async def warm_up(
@@ -93,6 +113,7 @@ async def measure(
     prompts: list[list[int]],
     probes: Probes,
     backend: str,
+    clock: StageClock,
 ) -> Measured:
     from jsonschema import Draft202012Validator
 
@@ -104,7 +125,12 @@ async def measure(
             for variant in arms:
                 label = variant.label if variant else "unguided"
                 params = sampling_params(args, variant, args.output_len)
+                before = await clock.read()
                 samples, texts, duration = await runner.batch(prompts[:batch_size], params)
+                if clock.directory is not None:
+                    stages = engine_profile.difference(await clock.read(), before)
+                    runs = measured.profile.setdefault(label, {}).setdefault(batch_size, [])
+                    runs.append(stages)
                 if variant is not None:
                     samples = judge_samples(samples, texts, validators[variant.label])
                     measured.examples.setdefault(label, texts[0][:EXAMPLE_CHARS])
@@ -124,6 +150,11 @@ async def run_backend(args: argparse.Namespace, model: str, backend: str) -> dic
     from vllm.v1.engine.async_llm import AsyncLLM
 
     variants, notes = schema_variants(args.templates_dir, args.template_ids, args.schemas)
+    profile_dir = Path(tempfile.mkdtemp(prefix="structsum-profile-")) if args.profile else None
+    if profile_dir is not None:
+        # Read by structsum's vLLM plugin in the engine-core process it starts.
+        os.environ[engine_profile.ENV_DIR] = str(profile_dir)
+    clock = StageClock(profile_dir)
     started = time.perf_counter()
     llm = AsyncLLM.from_engine_args(build_engine_args(engine_settings(args, backend), model))
     load_s = time.perf_counter() - started
@@ -138,7 +169,7 @@ async def run_backend(args: argparse.Namespace, model: str, backend: str) -> dic
         notes.extend(f"{backend}: {note}" for note in warm_notes)
         probes = await probe_all(runner, args, prompts[0], variants, median(baseline))
         notes.extend(f"{backend} {label} skipped: {e}" for label, e in probes.skipped.items())
-        measured = await measure(runner, args, prompts, probes, backend)
+        measured = await measure(runner, args, prompts, probes, backend, clock)
     finally:
         llm.shutdown()
 
@@ -170,7 +201,25 @@ async def run_backend(args: argparse.Namespace, model: str, backend: str) -> dic
             for v in variants
         },
         "notes": notes,
+        "profile": stage_summary(measured.profile),
     }
+
+
+def stage_summary(
+    profile: dict[str, dict[int, list[engine_profile.Totals]]],
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Per arm and batch size: each stage's ms per engine step, summed over the runs."""
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for label, by_batch in profile.items():
+        for batch_size, runs in by_batch.items():
+            total: engine_profile.Totals = {}
+            for run in runs:
+                for stage, entry in run.items():
+                    into = total.setdefault(stage, {"calls": 0.0, "s": 0.0})
+                    into["calls"] += entry["calls"]
+                    into["s"] += entry["s"]
+            summary.setdefault(label, {})[str(batch_size)] = engine_profile.per_step_ms(total)
+    return summary
 
 
 def run_one(args: argparse.Namespace, model: str, backend: str) -> dict[str, Any]:

@@ -97,5 +97,5 @@ def add_part(report: dict[str, Any], part: dict[str, Any]) -> None:
     report["schemas"].update(part.get("schemas", {}))
     report["engines"][part["backend"]] = {
         key: part.get(key)
-        for key in ("engine_load_s", "prompt_source", "compile_baseline_ms", "error")
+        for key in ("engine_load_s", "prompt_source", "compile_baseline_ms", "error", "profile")
     }

