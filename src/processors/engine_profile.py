@@ -65,6 +65,7 @@ _lock = threading.Lock()
 _totals: Totals = {}
 _missing: list[str] = []
 _started = False
+_directory: Path | None = None
 
 
 def _record(label: str, seconds: float) -> None:
@@ -125,9 +126,25 @@ def _flusher(directory: Path) -> None:
             return
 
 
+def _start_flusher() -> None:
+    if _directory is not None:
+        threading.Thread(
+            target=_flusher, args=(_directory,), name="structsum-profile", daemon=True
+        ).start()
+
+
+def _after_fork_in_child() -> None:
+    """A forked process (vLLM forks its engine core on GPUs) inherits the wrapped
+    classes but not the flusher thread, and must not report its parent's totals."""
+    global _lock
+    _lock = threading.Lock()
+    _totals.clear()
+    _start_flusher()
+
+
 def install(environ: Mapping[str, str] = os.environ) -> bool:
     """Time the targets in this process if the environment asks for it; idempotent."""
-    global _started
+    global _started, _directory
     directory = environ.get(ENV_DIR)
     if not directory:
         return False
@@ -136,10 +153,10 @@ def install(environ: Mapping[str, str] = os.environ) -> bool:
             _missing.append(qualname)
     if not _started:
         _started = True
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        threading.Thread(
-            target=_flusher, args=(Path(directory),), name="structsum-profile", daemon=True
-        ).start()
+        _directory = Path(directory)
+        _directory.mkdir(parents=True, exist_ok=True)
+        _start_flusher()
+        os.register_at_fork(after_in_child=_after_fork_in_child)
     return True
 
 

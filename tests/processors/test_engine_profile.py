@@ -29,6 +29,7 @@ def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> Iterator[type]:
     monkeypatch.setattr(engine_profile, "_totals", {})
     monkeypatch.setattr(engine_profile, "_missing", [])
     monkeypatch.setattr(engine_profile, "_started", False)
+    monkeypatch.setattr(engine_profile, "_directory", None)
     # Only the fake's targets: wrapping the real vLLM installed here would outlive the test.
     targets = [t for t in engine_profile.TARGETS if t[1] == "vllm.v1.engine.core"]
     monkeypatch.setattr(engine_profile, "TARGETS", tuple(targets))
@@ -53,7 +54,25 @@ def test_times_existing_targets_and_writes_them_for_readers(
     assert totals["step"]["calls"] == 2  # wrapped once, not once per install
     assert totals["step"]["s"] >= 0.02
     written = json.loads(next(tmp_path.glob("profile-*.json")).read_text())
-    assert "EngineCore.step_with_batch_queue" in written["missing"]  # absent in the fake: listed, no error
+    # Absent in the fake: listed, not an error.
+    assert "EngineCore.step_with_batch_queue" in written["missing"]
+
+
+def test_a_forked_child_reports_its_own_totals(fake_vllm: type, tmp_path: Path) -> None:
+    """vLLM forks its engine core on a GPU: the child must flush, and only its own work."""
+    import os
+
+    engine_profile.install({engine_profile.ENV_DIR: str(tmp_path)})
+    fake_vllm().step()  # the parent's step, before the fork
+    pid = os.fork()
+    if pid == 0:  # the child: one step of its own, then time for the flusher
+        fake_vllm().step()
+        fake_vllm().step()
+        time.sleep(engine_profile.SETTLE_S)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = json.loads((tmp_path / f"profile-{pid}.json").read_text())
+    assert child["totals"]["step"]["calls"] == 2
 
 
 def test_difference_and_per_step_give_the_cost_of_one_arm() -> None:
