@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="grammar-mask threads (structsum's vLLM plugin; 0: vLLM's serial fill); "
-        "default: the hardware profile's, as a worker would run",
+        "default: the hardware profile's for each backend, as a worker would run",
     )
     model.add_argument(
         "--mask-batch-size", type=int, default=None, help="guided requests per mask task"
@@ -220,14 +220,10 @@ def check_args(args: argparse.Namespace) -> None:
         args.max_model_len = args.input_len + args.output_len + 128
     if args.max_num_seqs is None:
         args.max_num_seqs = max(args.batch_sizes)
-    if args.mask_threads is None or args.mask_batch_size is None:
+    if args.mask_batch_size is None:
         from structsum.config import get_settings
 
-        engine = get_settings().engine
-        if args.mask_threads is None:
-            args.mask_threads = engine.mask_threads
-        if args.mask_batch_size is None:
-            args.mask_batch_size = engine.mask_batch_size
+        args.mask_batch_size = get_settings().engine.mask_batch_size
 
 
 # --- model ------------------------------------------------------------------------------

@@ -68,9 +68,19 @@ def engine_settings(args: argparse.Namespace, backend: str) -> EngineSettings:
         seed=args.seed,
         structured_output_backend=cast(Any, backend),
         disable_any_whitespace=args.disable_any_whitespace,
-        mask_threads=args.mask_threads,
+        mask_threads=mask_threads(args, backend),
         mask_batch_size=args.mask_batch_size,
     )
+
+
+def mask_threads(args: argparse.Namespace, backend: str) -> int:
+    """The flag, else what the hardware profile gives a worker on this backend."""
+    if args.mask_threads is not None:
+        return int(args.mask_threads)
+    from structsum.config import get_settings
+    from structsum.config.profiles import default_mask_threads
+
+    return default_mask_threads(get_settings().profile, backend)
 
 
 def variant_guide(variant: SchemaVariant | None) -> Guide | None:

@@ -61,19 +61,33 @@ def gpu_defaults() -> dict[str, dict[str, Any]]:
       xgrammar at 7-18 %.
     - ``kv_cache_space_gib`` 0 and ``gpu_memory_utilization`` 0.85: vLLM sizes the KV
       cache from the card, leaving room for CUDA graphs and the sampler.
-    - ``mask_threads``: grammar masks filled in parallel (the structsum vLLM plugin),
-      1.8-2.3x on xgrammar at 64 in flight.
+    - ``mask_threads`` is not here: it follows the backend (:func:`default_mask_threads`).
     """
-    cores = os.cpu_count() or 1
     return {
         "engine": {
             "max_num_seqs": 128,
             "kv_cache_space_gib": 0.0,
             "gpu_memory_utilization": 0.85,
             "structured_output_backend": "guidance",
-            "mask_threads": max(1, min(cores // 2, MAX_MASK_THREADS)),
         },
     }
+
+
+def default_mask_threads(profile: Profile, backend: str) -> int:
+    """Grammar-mask threads (structsum's vLLM plugin) for a backend the user left unset.
+
+    Only xgrammar on a GPU gets threads: its per-step bitmask fill is the bottleneck
+    there (H100, 64 in flight, capped schema: 14.8 ms of a 20.9 ms step even on 8
+    threads; 1.8-2.3x with them). llguidance fills a capped schema's 64 masks in about
+    2 ms per step, mostly hidden behind the GPU's forward pass, and on one H100 8
+    threads and vLLM's serial fill gave the same ratios within run-to-run noise
+    (docs/benchmarks.md, "Step profile"), so guidance keeps vLLM's own path. A CPU has
+    no cores to spare for it.
+    """
+    if profile != "gpu" or backend != "xgrammar":
+        return 0
+    cores = os.cpu_count() or 1
+    return max(1, min(cores // 2, MAX_MASK_THREADS))
 
 
 def cpu_defaults() -> dict[str, dict[str, Any]]:

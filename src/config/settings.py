@@ -22,7 +22,12 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from structsum.config.profiles import ProfileChoice, profile_defaults, resolve_profile
+from structsum.config.profiles import (
+    ProfileChoice,
+    default_mask_threads,
+    profile_defaults,
+    resolve_profile,
+)
 from structsum.config.template_dirs import shipped_templates_dir, template_search_path
 
 StructuredBackend = Literal["auto", "xgrammar", "guidance", "outlines", "lm-format-enforcer"]
@@ -292,6 +297,10 @@ class Settings(BaseSettings):
             unset = {k: v for k, v in defaults.items() if k not in current.model_fields_set}
             if unset:
                 setattr(self, group, _with_defaults(current, unset))
+        if "mask_threads" not in self.engine.model_fields_set:
+            backend = self.engine.structured_output_backend
+            threads = default_mask_threads(self.profile, backend)
+            self.engine = _with_defaults(self.engine, {"mask_threads": threads})
         if "worker_concurrency" not in self.queue.model_fields_set:
             # One job thread per engine slot: fewer leave the batch unfilled.
             seqs = self.engine.max_num_seqs

@@ -31,6 +31,8 @@ def bench_args(**overrides: Any) -> argparse.Namespace:
         "enforce_eager": True,
         "enable_prefix_caching": False,
         "seed": 0,
+        "mask_threads": None,
+        "mask_batch_size": 8,
     }
     values.update(overrides)
     return argparse.Namespace(**values)
@@ -76,6 +78,21 @@ def test_engine_flags_become_the_service_engine_settings(
     monkeypatch.setattr(engine_runs, "on_gpu", lambda: True)
     assert engine_settings(bench_args(), "xgrammar").kv_cache_space_gib == 0.0
     assert engine_settings(bench_args(kv_cache_gib=3.0), "xgrammar").kv_cache_space_gib == 3.0
+
+
+def test_mask_threads_follow_the_profile_per_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the flag each backend gets what a worker of this profile would run."""
+    from structsum.config import get_settings
+
+    monkeypatch.setenv("STRUCTSUM_PROFILE", "gpu")
+    get_settings.cache_clear()
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    try:
+        assert engine_settings(bench_args(), "xgrammar").mask_threads == 8
+        assert engine_settings(bench_args(), "guidance").mask_threads == 0
+        assert engine_settings(bench_args(mask_threads=3), "guidance").mask_threads == 3
+    finally:
+        get_settings.cache_clear()
 
 
 def test_engine_args_come_from_the_service_mapping(tmp_path: Any) -> None:

