@@ -125,6 +125,11 @@ class Attempt(BaseModel):
     index: int
     temperature: float
     guided: bool
+    decoding: str | None = Field(
+        default=None,
+        description="the policy's decoding schema that guided this attempt ('default' is "
+        "[simplify], else a [simplify.variants] name); None when it was unguided",
+    )
     finish_reason: str | None
     usage: Usage
     elapsed_s: float
