@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from structsum.bench.flags import (
     add_output_flags,
@@ -64,6 +64,7 @@ class Run:
     completion_tokens: int
     first_ttft_s: float | None
     failure: str | None = None
+    data: dict[str, Any] | None = None
 
 
 COLUMNS = ("run", "s", "valid", "attempts", "prompt tok", "output tok", "ttft s", "tok/s")
@@ -119,6 +120,7 @@ def one_run(engine: Engine, settings: Settings, request: SummaryRequest) -> Run:
         prompt_tokens=result.usage.prompt_tokens,
         completion_tokens=result.usage.completion_tokens,
         first_ttft_s=result.attempts[0].ttft_s if result.attempts else None,
+        data=result.data,
     )
 
 

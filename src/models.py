@@ -164,7 +164,9 @@ class SummaryResult(BaseModel):
     settings_fingerprint: str
     chunks: int = 1
     simplification: list[str] = Field(
-        default_factory=list, description="what the decoding schema changed from the full one"
+        default_factory=list,
+        description="what the default decoding schema ([simplify]) changed from the full "
+        "one; attempts[i].decoding names the schema each attempt ran under",
     )
     enhancement: EnhancementResult | None = None
 
