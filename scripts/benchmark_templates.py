@@ -17,6 +17,10 @@ Decoding variants (the policy's ``[simplify]`` table is replaced; ``[retry]`` st
   grammar (the GPU fast path of DESIGN.md section 5); the full schema still validates.
 * ``unguided`` - no constraint at all (mode ``none``); validation only.
 
+The ``decodings`` column counts the attempts each decoding schema of the policy ran
+(``[retry] decoding``: e.g. ``uncapped 24, default 3`` when 3 first attempts fell
+back to a capped retry), and ``unguided`` for attempts decoded without a grammar.
+
 Commands (this 2-core box; take the engine lock, one engine at a time):
 
     flock /tmp/structsum-engine.lock python scripts/benchmark_templates.py \\
@@ -38,6 +42,7 @@ import logging
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +70,8 @@ from structsum.processors.templates import list_templates
 
 DEFAULTS = checkout_defaults(Path(__file__).resolve().parents[1])
 GOAL_VALID_SHARE = 0.99
+# How an unguided attempt is counted among the decoding schemas that ran.
+UNGUIDED = "unguided"
 
 log = logging.getLogger("benchmark_templates")
 
@@ -84,6 +91,8 @@ class Sample:
     attempts: int = 0
     valid_first: bool = False
     temperatures: list[float] = field(default_factory=list)
+    # Per attempt, the policy's decoding schema that guided it, or "unguided".
+    decodings: list[str] = field(default_factory=list)
     finish_reasons: list[str | None] = field(default_factory=list)
     completion_tokens: int = 0
     prompt_tokens: int = 0
@@ -104,6 +113,7 @@ def _sample(template_id: str, variant: str, name: str, result: SummaryResult) ->
         attempts=len(result.attempts),
         valid_first=bool(result.attempts) and result.attempts[0].valid,
         temperatures=[a.temperature for a in result.attempts],
+        decodings=[a.decoding or UNGUIDED for a in result.attempts],
         finish_reasons=[a.finish_reason for a in result.attempts],
         completion_tokens=result.usage.completion_tokens,
         prompt_tokens=result.usage.prompt_tokens,
@@ -163,6 +173,9 @@ class ArmMetrics:
     valid_final_share: float
     mean_attempts: float
     truncated_attempts: int
+    # Attempts per decoding schema of the policy (and "unguided"): how often a
+    # fallback such as a capped retry after an uncapped first attempt ran.
+    decoding_runs: dict[str, int]
     mean_completion_tokens: float
     mean_latency_s: float
     p90_latency_s: float
@@ -186,6 +199,7 @@ def compute_metrics(
         valid_final_share=sum(s.valid for s in done) / n if n else float("nan"),
         mean_attempts=mean([float(s.attempts) for s in done]),
         truncated_attempts=sum(r == "length" for s in done for r in s.finish_reasons),
+        decoding_runs=dict(Counter(d for s in done for d in s.decodings)),
         mean_completion_tokens=mean([float(s.completion_tokens) for s in done]),
         mean_latency_s=mean([s.latency_s for s in done]),
         p90_latency_s=percentile([s.latency_s for s in done], 90),
@@ -204,6 +218,7 @@ COLUMNS = (
     "valid final",
     "attempts",
     "cut",
+    "decodings",
     "tok/req",
     "mean s",
     "p90 s",
@@ -222,6 +237,7 @@ def table_rows(metrics: Sequence[ArmMetrics]) -> list[list[str]]:
             fmt_share(m.valid_final_share),
             fmt(m.mean_attempts, 2),
             str(m.truncated_attempts),
+            ", ".join(f"{name} {runs}" for name, runs in m.decoding_runs.items()),
             fmt(m.mean_completion_tokens, 0),
             fmt(m.mean_latency_s),
             fmt(m.p90_latency_s),

@@ -40,7 +40,7 @@ result = json.load(open(sys.argv[1]))
 schema = json.load(open(sys.argv[2]))
 print(json.dumps(result["data"], indent=2, ensure_ascii=False))
 jsonschema.validate(result["data"], schema)
-tries = ", ".join(f"t={a['temperature']}:{'ok' if a['valid'] else 'invalid'}" for a in result["attempts"])
+tries = ", ".join(f"t={a['temperature']}:{a.get('decoding') or 'unguided'}:{'ok' if a['valid'] else 'invalid'}" for a in result["attempts"])
 print(f"valid against {sys.argv[2]} after {len(result['attempts'])} attempt(s) [{tries}], "
       f"{result['elapsed_s']:.1f} s, model {result['model']}", file=sys.stderr)
 PY

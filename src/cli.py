@@ -72,7 +72,8 @@ def summarize(
         with waiting(f"summarizing with {template}"):
             result = run_summary(request, engine=engine, settings=settings)
     tries = ", ".join(
-        f"t={a.temperature} {'ok' if a.valid else 'invalid'}" for a in result.attempts
+        f"t={a.temperature} {a.decoding or 'unguided'} {'ok' if a.valid else 'invalid'}"
+        for a in result.attempts
     )
     err.print(
         f"{'valid' if result.valid else '[red]INVALID[/]'} after {len(result.attempts)} "

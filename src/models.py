@@ -125,6 +125,11 @@ class Attempt(BaseModel):
     index: int
     temperature: float
     guided: bool
+    decoding: str | None = Field(
+        default=None,
+        description="the policy's decoding schema that guided this attempt ('default' is "
+        "[simplify], else a [simplify.variants] name); None when it was unguided",
+    )
     finish_reason: str | None
     usage: Usage
     elapsed_s: float
@@ -159,7 +164,9 @@ class SummaryResult(BaseModel):
     settings_fingerprint: str
     chunks: int = 1
     simplification: list[str] = Field(
-        default_factory=list, description="what the decoding schema changed from the full one"
+        default_factory=list,
+        description="what the default decoding schema ([simplify]) changed from the full "
+        "one; attempts[i].decoding names the schema each attempt ran under",
     )
     enhancement: EnhancementResult | None = None
 

@@ -77,7 +77,8 @@ def test_summarize_sample_end_to_end(tmp_path: Path) -> None:
     assert result["valid"] is True
     jsonschema.validate(result["data"], schema)
     assert result["attempts"][0]["temperature"] == 0.7
-    assert "valid after" in proc.stderr
+    assert result["attempts"][0]["decoding"] == "default"
+    assert "valid after" in proc.stderr and "t=0.7 default " in proc.stderr
 
 
 @pytest.mark.engine

@@ -8,8 +8,12 @@ through the same loader and pipeline as a shipped template:
 * ``full``     - the full schema as written; only what vLLM refuses for xgrammar
   is dropped (see ``BACKEND_REFUSED``), no caps added, ``$ref`` kept.
 * ``uncapped`` - the shipped policy without any ``maxItems``/``maxLength`` in the
-  grammar (the GPU fast path); the full schema still validates.
+  grammar (the GPU fast path), in every decoding schema it names; the full schema
+  still validates.
 * ``unguided`` - no constraint at all (mode ``none``); validation only.
+
+``full`` and ``unguided`` decode every attempt one way, so they drop the policy's
+``[simplify.variants]`` and ``[retry] decoding``.
 """
 
 from __future__ import annotations
@@ -19,12 +23,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from structsum.processors.policy import Policy, SimplifyPolicy
+from structsum.processors.policy import DEFAULT_DECODING, Policy, SimplifyPolicy
 from structsum.processors.templates import load_template
 
 # What vLLM's xgrammar backend refuses outright (has_xgrammar_unsupported_json_features);
 # the "full" variant drops only these, so that it runs at all.
 BACKEND_REFUSED = ("uniqueItems", "contains", "minContains", "maxContains", "multipleOf")
+
+
+def _single(policy: Policy, simplify: SimplifyPolicy) -> Policy:
+    """``policy`` with one decoding schema for every attempt (its variants dropped)."""
+    retry = policy.retry.model_copy(update={"decoding": [DEFAULT_DECODING]})
+    return policy.model_copy(update={"simplify": simplify, "retry": retry})
 
 
 def _full(policy: Policy) -> Policy:
@@ -35,18 +45,29 @@ def _full(policy: Policy) -> Policy:
         additional_properties_false=False,
         require_all=False,
     )
-    return policy.model_copy(update={"simplify": simplify})
+    return _single(policy, simplify)
 
 
 def _uncapped(policy: Policy) -> Policy:
+    """Caps stripped from every decoding schema the policy names (variants included)."""
+    caps = ("max_items", "max_string_length")
+    variants = {
+        name: {**{k: v for k, v in override.items() if k not in caps}, "strip_caps": True}
+        for name, override in policy.simplify.variants.items()
+    }
     simplify = policy.simplify.model_copy(
-        update={"strip_caps": True, "max_items": None, "max_string_length": None}
+        update={
+            "strip_caps": True,
+            "max_items": None,
+            "max_string_length": None,
+            "variants": variants,
+        }
     )
     return policy.model_copy(update={"simplify": simplify})
 
 
 def _unguided(policy: Policy) -> Policy:
-    return policy.model_copy(update={"simplify": SimplifyPolicy(mode="none")})
+    return _single(policy, SimplifyPolicy(mode="none"))
 
 
 VARIANTS: dict[str, Callable[[Policy], Policy]] = {
@@ -69,19 +90,23 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"no TOML form for {value!r}")
 
 
-def policy_toml(policy: Policy) -> str:
-    """``policy`` as policy.toml text (``None`` fields are left out: they are defaults)."""
-    data = policy.model_dump(mode="json")
-    lines = [
+def _toml_tables(path: str, values: dict[str, Any]) -> list[str]:
+    """One table's ``key = value`` lines, then its sub-tables (``None``: a default, left out)."""
+    lines = [f"\n[{path}]"] if path else []
+    lines += [
         f"{k} = {_toml_value(v)}"
-        for k, v in data.items()
-        if not isinstance(v, dict) and v is not None
+        for k, v in values.items()
+        if v is not None and not isinstance(v, dict)
     ]
-    for table, values in data.items():
-        if isinstance(values, dict):
-            lines.append(f"\n[{table}]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
-    return "\n".join(lines) + "\n"
+    for key, table in values.items():
+        if isinstance(table, dict):
+            lines += _toml_tables(f"{path}.{key}" if path else key, table)
+    return lines
+
+
+def policy_toml(policy: Policy) -> str:
+    """``policy`` as policy.toml text, ``[simplify.variants.<name>]`` tables included."""
+    return "\n".join(_toml_tables("", policy.model_dump(mode="json"))) + "\n"
 
 
 def variant_templates_dir(root: Path, templates_dir: Path, template_id: str, variant: str) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -19,8 +20,25 @@ from structsum.commands.common import require_extra, typed_errors
 from structsum.config import get_settings
 from structsum.errors import TemplateError, TemplateInvalid, TemplateNotFound
 
+if TYPE_CHECKING:
+    from structsum.processors.policy import SimplifyPolicy
+    from structsum.processors.templates import Template
+
 app = typer.Typer(help="List, check and inspect summary templates (schemas/<id>/).")
 out = Console()
+
+
+def _caps(simplify: SimplifyPolicy) -> str:
+    """The policy's caps as ``items/chars`` (``stripped``: none in the grammar)."""
+    if simplify.strip_caps:
+        return "stripped"
+    return f"{simplify.max_items}/{simplify.max_string_length}"
+
+
+def _decodings_used(template: Template) -> list[str]:
+    """The decoding schemas the attempts use, once each, in attempt order."""
+    retry = template.policy.retry
+    return list(dict.fromkeys(retry.decoding_for(i) for i in range(retry.attempts)))
 
 
 def _templates_dirs(command: str) -> tuple[Path, ...]:
@@ -58,16 +76,11 @@ def list_command() -> None:
         except TemplateError as exc:
             table.add_row(template_id, f"[red]invalid: {exc.code}[/red]", "", "", "", "")
             continue
-        simplify = t.policy.simplify
-        caps = (
-            "stripped"
-            if simplify.strip_caps
-            else f"{simplify.max_items}/{simplify.max_string_length}"
-        )
+        caps = ", ".join(_caps(t.policy.simplify.variant(name)) for name in _decodings_used(t))
         table.add_row(
             t.id,
             str(t.schema.get("title", "")),
-            simplify.mode,
+            t.policy.simplify.mode,
             caps,
             str(t.policy.retry.attempts),
             t.schema_sha256[:12],
@@ -106,24 +119,52 @@ def _report(template_id: str, directory: tuple[Path, ...], backend: str) -> bool
 
 @app.command("show")
 def show_command(template_id: str = typer.Argument(..., help="template id")) -> None:
-    """Print the policy, what simplification changed, and the decoding schema or regex."""
+    """Print the policy, each attempt's decoding schema and caps, and every decoding schema."""
     directory = _templates_dirs("show")
     from structsum.processors.templates import load_template
 
     with typed_errors():
         t = load_template(directory, template_id)
-        decoding = t.decoding
+        decodings = t.decodings
     out.print(f"[bold]{t.id}[/bold]  {t.path}")
     out.print(f"schema sha256: {t.schema_sha256}")
     out.print("[bold]policy[/bold]")
     out.print_json(json.dumps(t.policy.model_dump(mode="json")))
-    out.print(f"[bold]decoding mode[/bold]: {decoding.mode}")
-    out.print("[bold]changes from the full schema[/bold]")
-    for change in decoding.changes or ["(none)"]:
-        out.print(f"  - {change}", soft_wrap=True)
-    if decoding.regex is not None:
-        out.print("[bold]decoding regex[/bold]")
-        out.print(decoding.regex, soft_wrap=True, markup=False, highlight=False)
-    elif decoding.schema is not None:
-        out.print("[bold]decoding schema[/bold]")
-        out.print_json(json.dumps(decoding.schema))
+    out.print(_attempts_table(t))
+    for name, decoding in decodings.items():
+        out.print(
+            f"[bold]decoding schema {name!r}[/bold]: mode {decoding.mode}, caps {decoding.caps}"
+        )
+        out.print("[bold]changes from the full schema[/bold]")
+        for change in decoding.changes or ["(none)"]:
+            out.print(f"  - {change}", soft_wrap=True)
+        if decoding.regex is not None:
+            out.print("[bold]decoding regex[/bold]")
+            out.print(decoding.regex, soft_wrap=True, markup=False, highlight=False)
+        elif decoding.schema is not None:
+            out.print("[bold]decoding schema[/bold]")
+            out.print_json(json.dumps(decoding.schema))
+
+
+def _attempts_table(template: Template) -> Table:
+    """One row per attempt: its decoding schema, the caps its grammar enforces, sampling."""
+    retry = template.policy.retry
+    table = Table(
+        "attempt",
+        "decoding schema",
+        "guided",
+        "caps in the grammar",
+        "temperature",
+        title="attempts (the full schema judges every answer)",
+    )
+    for index in range(retry.attempts):
+        name, decoding = template.decoding_for(index)
+        guided = retry.guided_for(index) and decoding.guide is not None
+        table.add_row(
+            str(index + 1),
+            name,
+            "yes" if guided else "no",
+            decoding.caps if guided else "none (unguided)",
+            f"{retry.temperature_for(index):g}",
+        )
+    return table

@@ -2,9 +2,10 @@
 
 Only an invalid answer is retried here (parse or validation errors, truncation);
 engine outages propagate to the caller, whose retry layer (Celery) handles them.
-Each retry follows the policy: its temperature, guided or not, the rejected
-answer and its errors fed back, and more room after an answer that ran out of
-tokens.
+Each attempt follows the policy: its temperature, whether it is guided and by
+which decoding schema (``[retry] decoding``; the full schema judges every answer).
+A retry also sees the rejected answer with its errors, and gets more room after an
+answer that ran out of tokens.
 """
 
 from __future__ import annotations
@@ -145,18 +146,18 @@ def run_attempts(
 ) -> Outcome:
     """Decode until an answer is valid or the policy's attempts are spent."""
     retry = template.policy.retry
-    guide = template.decoding.guide
     attempts: list[Attempt] = []
     judgements: list[Judgement] = []
     usage = Usage()
     feedback: list[dict[str, str]] = []
     wanted = requested_tokens(template, settings)
     for index in range(retry.attempts):
-        guided = guide is not None and retry.guided_for(index)
+        decoding, simplified = template.decoding_for(index)
+        guide = simplified.guide if retry.guided_for(index) else None
         temperature = retry.temperature_for(index)
         output, max_tokens = _decode(
             messages + feedback,
-            guide=guide if guided else None,
+            guide=guide,
             temperature=temperature,
             wanted=wanted,
             engine=engine,
@@ -165,11 +166,17 @@ def run_attempts(
         judgement = judge(
             output,
             template.schema,
-            guided=guided,
+            guided=guide is not None,
             repair_unique_items=retry.repair_unique_items,
         )
         judgements.append(judgement)
-        attempt = _record(index, output, judgement, temperature=temperature, guided=guided)
+        attempt = _record(
+            index,
+            output,
+            judgement,
+            temperature=temperature,
+            decoding=decoding if guide is not None else None,
+        )
         attempts.append(attempt)
         usage = usage + attempt.usage
         if judgement.valid:
@@ -183,12 +190,18 @@ def run_attempts(
 
 
 def _record(
-    index: int, output: GenerationOutput, judgement: Judgement, *, temperature: float, guided: bool
+    index: int,
+    output: GenerationOutput,
+    judgement: Judgement,
+    *,
+    temperature: float,
+    decoding: str | None,
 ) -> Attempt:
     return Attempt(
         index=index,
         temperature=temperature,
-        guided=guided,
+        guided=decoding is not None,
+        decoding=decoding,
         finish_reason=output.finish_reason,
         usage=Usage(prompt_tokens=output.prompt_tokens, completion_tokens=output.completion_tokens),
         elapsed_s=output.elapsed_s,

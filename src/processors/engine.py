@@ -168,6 +168,14 @@ class VllmEngine:
         with self._progress_lock:
             return self._in_flight, self._progress
 
+    def reset_prefix_cache(self) -> None:
+        """Forget every cached prompt prefix, so the next request pays its whole prefill.
+
+        For benchmarks that time a first job after a worker starts more than once.
+        """
+        with engine_errors():
+            self._submit(self._llm.reset_prefix_cache()).result()
+
     def check_health(self, timeout_s: float = 10.0) -> None:
         with engine_errors():
             self._submit(self._llm.check_health()).result(timeout=timeout_s)

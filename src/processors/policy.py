@@ -8,13 +8,44 @@ The full schema always validates the result. The simplify policy only shapes the
 schema handed to the decoding backend, so it may loosen constraints freely and
 tighten them only in the ways it lists (caps, ``additionalProperties``,
 ``required``), each reported by the simplifier.
+
+A policy may name more than one decoding schema: ``[simplify]`` is the one called
+``default``, and each ``[simplify.variants.<name>]`` table overrides some of its
+keys (the rest are inherited). ``[retry] decoding`` then says, per attempt, which
+one guides it (the last entry repeats, like ``guided``), e.g. a first attempt
+without caps in the grammar (fast on xgrammar) and capped retries, or the reverse::
+
+    [simplify]
+    max_items = 5
+    max_string_length = 200
+
+    [simplify.variants.uncapped]
+    strip_caps = true          # drops the inherited caps too
+
+    [retry]
+    decoding = ["uncapped", "default"]
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+# The name of the decoding schema ``[simplify]`` itself describes.
+DEFAULT_DECODING = "default"
+# Variant names appear in results, logs and table columns: keep them plain words.
+_VARIANT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+# Keys of ``[simplify]`` whose values a ``strip_caps = true`` variant does not inherit.
+_CAP_KEYS = ("max_items", "max_string_length")
 
 # Keywords whose removal can only loosen a schema: each is a conjunct constraint on its
 # own node, read by no other keyword. Dropping `properties`, `prefixItems` or
@@ -104,6 +135,11 @@ class SimplifyPolicy(_Strict):
     require_all: bool = Field(
         default=False, description="make every listed property required (decoding only)"
     )
+    variants: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="named decoding schemas, [simplify.variants.<name>]: each overrides "
+        "the keys above it sets and inherits the rest; [retry] decoding picks one per attempt",
+    )
 
     @field_validator("drop_keywords")
     @classmethod
@@ -122,6 +158,55 @@ class SimplifyPolicy(_Strict):
             raise ValueError("strip_caps = true contradicts max_items / max_string_length")
         return self
 
+    @model_validator(mode="after")
+    def _variants_valid(self) -> SimplifyPolicy:
+        for name in self.variants:
+            if name == DEFAULT_DECODING or not _VARIANT_NAME.fullmatch(name):
+                raise ValueError(
+                    f"variant name {name!r}: use a word of letters, digits, _ and - "
+                    f"other than {DEFAULT_DECODING!r} (that is [simplify] itself)"
+                )
+            self.variant(name)  # raises on an invalid override, at load time
+        return self
+
+    @property
+    def decoding_names(self) -> tuple[str, ...]:
+        """``default`` and every variant, in the order the policy lists them."""
+        return (DEFAULT_DECODING, *self.variants)
+
+    def variant(self, name: str) -> SimplifyPolicy:
+        """The policy of one named decoding schema: ``[simplify]`` with the variant's keys.
+
+        A variant that sets ``strip_caps = true`` does not inherit the caps (it could
+        never be valid with them); a variant cannot have variants of its own.
+        """
+        if name == DEFAULT_DECODING:
+            return self
+        if name not in self.variants:
+            raise ValueError(
+                f"no decoding schema {name!r}; the policy has {list(self.decoding_names)}"
+            )
+        override = self.variants[name]
+        if "variants" in override:
+            raise ValueError(f"variant {name!r}: a variant cannot have variants")
+        inherited = self.model_dump(exclude={"variants"})
+        if override.get("strip_caps") is True:
+            for key in _CAP_KEYS:
+                inherited.pop(key)
+        try:
+            return SimplifyPolicy.model_validate({**inherited, **override})
+        except ValidationError as exc:
+            problems = "; ".join(describe_error(error) for error in exc.errors())
+            raise ValueError(f"variant {name!r}: {problems}") from None
+
+
+def describe_error(error: Any) -> str:
+    """One pydantic error as ``key: message`` (``unknown key`` for a typo)."""
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"unknown key {key!r}"
+    return f"{key}: {error['msg']}"
+
 
 class RetryPolicy(_Strict):
     """How many attempts, and how each one differs from the last."""
@@ -136,6 +221,12 @@ class RetryPolicy(_Strict):
         default_factory=lambda: [True],
         min_length=1,
         description="per attempt whether decoding is guided; the last value repeats",
+    )
+    decoding: list[str] = Field(
+        default_factory=lambda: [DEFAULT_DECODING],
+        min_length=1,
+        description="per attempt which decoding schema guides it: 'default' ([simplify]) "
+        "or a [simplify.variants] name; the last value repeats",
     )
     feedback_errors: bool = Field(
         default=True, description="append the validation errors to the retry prompt"
@@ -171,6 +262,15 @@ class RetryPolicy(_Strict):
         """Whether the 0-based ``attempt`` is guided; the schedule's last value repeats."""
         return self.guided[min(max(attempt, 0), len(self.guided) - 1)]
 
+    def decoding_for(self, attempt: int) -> str:
+        """The decoding schema of the 0-based ``attempt``; the schedule's last value repeats."""
+        return self.decoding[min(max(attempt, 0), len(self.decoding) - 1)]
+
+    def guided_decodings(self) -> list[str]:
+        """The decoding schemas the guided attempts use, once each, in attempt order."""
+        used = [self.decoding_for(i) for i in range(self.attempts) if self.guided_for(i)]
+        return list(dict.fromkeys(used))
+
 
 class Policy(_Strict):
     """A template's ``policy.toml``: ``[simplify]``, ``[retry]`` and an output budget."""
@@ -180,3 +280,14 @@ class Policy(_Strict):
     max_tokens: int | None = Field(
         default=None, ge=1, description="per-template output budget (overrides sampling)"
     )
+
+    @model_validator(mode="after")
+    def _decodings_exist(self) -> Policy:
+        known = self.simplify.decoding_names
+        unknown = [name for name in self.retry.decoding if name not in known]
+        if unknown:
+            raise ValueError(
+                f"retry.decoding names {unknown}, which the policy does not define; "
+                f"it has {list(known)} (add [simplify.variants.<name>])"
+            )
+        return self

@@ -24,7 +24,7 @@ from structsum.errors import SchemaInvalid
 from structsum.processors.guide import Guide
 from structsum.processors.policy import SimplifyPolicy
 from structsum.processors.schema_refs import LocalRefs, has_refs
-from structsum.processors.schema_walk import Schema, map_subschemas, transform
+from structsum.processors.schema_walk import Schema, map_subschemas, transform, walk
 
 Step = Callable[[Schema], tuple[Schema, list["Change"]]]
 
@@ -79,6 +79,28 @@ class SimplifiedSchema:
         if self.mode == "json_object":
             return Guide("json_object")
         return None
+
+    @property
+    def caps(self) -> str:
+        """The length caps the grammar enforces, e.g. ``maxItems 5, maxLength 160-200``.
+
+        Read from the decoding schema itself, so it shows the schema's own caps as well
+        as the policy's; ``none`` when the grammar bounds no array or string length.
+        """
+        if self.guide is None or self.schema is None:
+            return "none (no schema in the grammar)"
+        found: dict[str, set[int]] = {"maxItems": set(), "maxLength": set()}
+        for _, node in walk(self.schema):
+            for keyword, values in found.items():
+                if isinstance(node.get(keyword), int):
+                    values.add(node[keyword])
+        shown = [f"{keyword} {_span(values)}" for keyword, values in found.items() if values]
+        return ", ".join(shown) or "none"
+
+
+def _span(values: set[int]) -> str:
+    low, high = min(values), max(values)
+    return str(low) if low == high else f"{low}-{high}"
 
 
 # --- what a node is ---------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 
 from structsum.config.template_dirs import TemplateDirs
 from structsum.errors import SchemaInvalid, StructsumError
+from structsum.processors.policy import DEFAULT_DECODING
 from structsum.processors.templates import Template, load_template, validate_instance
 
 
@@ -56,8 +57,20 @@ def _vllm_refuses(schema: dict[str, Any]) -> bool | None:
 
 
 def decoding_problems(template: Template, *, backend: str) -> list[str]:
-    """What keeps the decoder from producing output like the template's own example."""
-    decoding = template.decoding
+    """What keeps the decoder from producing output like the template's own example.
+
+    Every decoding schema a guided attempt uses is checked; a problem of one other
+    than ``default`` names it.
+    """
+    problems: list[str] = []
+    for name in template.policy.retry.guided_decodings():
+        prefix = "" if name == DEFAULT_DECODING else f"decoding schema {name!r}: "
+        problems += [prefix + problem for problem in _schema_problems(template, name, backend)]
+    return problems
+
+
+def _schema_problems(template: Template, name: str, backend: str) -> list[str]:
+    decoding = template.decodings[name]
     if decoding.schema is None or decoding.mode != "json_schema":
         return []
     problems = [

@@ -41,7 +41,7 @@ from structsum.errors import (
     TemplateInvalid,
     TemplateNotFound,
 )
-from structsum.processors.policy import Policy
+from structsum.processors.policy import DEFAULT_DECODING, Policy, describe_error
 from structsum.processors.regex_safety import DEFAULT_MAX_PATTERN_CHARS, check_pattern
 from structsum.processors.rendering import compile_prompt, render_sample, request_variables
 from structsum.processors.schema_refs import offline_registry, remote_refs
@@ -85,8 +85,26 @@ class Template:
 
     @cached_property
     def decoding(self) -> SimplifiedSchema:
-        """The schema/regex the decoder is guided by under this template's policy."""
+        """The ``default`` decoding schema: what ``[simplify]`` guides the decoder with."""
         return simplify_schema(self.schema, self.policy.simplify)
+
+    @cached_property
+    def decodings(self) -> dict[str, SimplifiedSchema]:
+        """Every decoding schema the policy names, simplified once per loaded template.
+
+        The loader builds them before it caches the template, so the jobs that share
+        it read them and never simplify again.
+        """
+        simplify = self.policy.simplify
+        built = {DEFAULT_DECODING: self.decoding}
+        for name in simplify.variants:
+            built[name] = simplify_schema(self.schema, simplify.variant(name))
+        return built
+
+    def decoding_for(self, attempt: int) -> tuple[str, SimplifiedSchema]:
+        """The name and decoding schema of the 0-based ``attempt`` (per ``[retry] decoding``)."""
+        name = self.policy.retry.decoding_for(attempt)
+        return name, self.decodings[name]
 
     @property
     def prompt_path(self) -> Path:
@@ -234,19 +252,21 @@ def _load(directory: Path, template_id: str) -> Template:
         schema_sha256=schema_sha256(schema),
     )
     try:
-        decoding = template.decoding
+        decodings = template.decodings
     except SchemaInvalid as exc:
         raise SchemaInvalid(
             f"{where(SCHEMA_FILE)}: cannot simplify under policy.toml: {exc.message}",
             {"template_id": template_id, **exc.details},
         ) from exc
-    if decoding.schema is not None:
+    for name, decoding in decodings.items():
+        if decoding.schema is None:
+            continue
         try:
             Draft202012Validator.check_schema(decoding.schema)
         except SchemaError as exc:
             raise SchemaInvalid(
-                f"{where(SCHEMA_FILE)}: simplified schema is invalid: {exc.message}",
-                {"template_id": template_id},
+                f"{where(SCHEMA_FILE)}: simplified schema {name!r} is invalid: {exc.message}",
+                {"template_id": template_id, "decoding": name},
             ) from exc
     render_sample(template)
     return template
@@ -320,15 +340,8 @@ def _load_policy(path: Path, where: str, template_id: str) -> Policy:
     try:
         return Policy.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(_policy_problem(e) for e in exc.errors())
+        problems = "; ".join(describe_error(e) for e in exc.errors())
         raise TemplateInvalid(f"{where}: {problems}", details) from exc
-
-
-def _policy_problem(error: Any) -> str:
-    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
-    if error["type"] == "extra_forbidden":
-        return f"unknown key {key!r}"
-    return f"{key}: {error['msg']}"
 
 
 def _load_example(

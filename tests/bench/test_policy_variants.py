@@ -51,3 +51,34 @@ def test_uncapped_variant_has_no_caps_in_the_grammar(tmp_path: Path) -> None:
     )
     schema = load_template(directory, "generic_summary_v1").decoding.schema
     assert "maxItems" not in json.dumps(schema) and "maxLength" not in json.dumps(schema)
+
+
+PER_ATTEMPT = Policy.model_validate(
+    {
+        "simplify": {
+            "max_items": 5,
+            "variants": {"uncapped": {"strip_caps": True}, "short": {"max_string_length": 60}},
+        },
+        "retry": {"decoding": ["uncapped", "short", "default"]},
+    }
+)
+
+
+def test_a_policy_with_per_attempt_decodings_round_trips_as_toml() -> None:
+    text = policy_variants.policy_toml(PER_ATTEMPT)
+    assert "[simplify.variants.uncapped]" in text
+    assert Policy.model_validate(tomllib.loads(text)) == PER_ATTEMPT
+
+
+def test_uncapped_strips_the_caps_of_every_decoding_schema() -> None:
+    uncapped = policy_variants.VARIANTS["uncapped"](PER_ATTEMPT)
+    assert uncapped.retry.decoding == PER_ATTEMPT.retry.decoding
+    for name in uncapped.simplify.decoding_names:
+        variant = uncapped.simplify.variant(name)
+        assert variant.strip_caps and variant.max_string_length is None, name
+
+
+@pytest.mark.parametrize("variant", ["full", "unguided"])
+def test_single_schema_variants_decode_every_attempt_one_way(variant: str) -> None:
+    policy = policy_variants.VARIANTS[variant](PER_ATTEMPT)
+    assert policy.simplify.variants == {} and policy.retry.decoding == ["default"]

@@ -129,6 +129,17 @@ def test_check_catches_an_example_beyond_the_policy_caps(templates_dir: Path) ->
     assert "example is outside the decoding schema: $.key_points" in result.output
 
 
+def test_check_covers_every_decoding_schema_the_attempts_use(templates_dir: Path) -> None:
+    (templates_dir / "generic_summary_v1" / "policy.toml").write_text(
+        "[simplify]\nmax_items = 5\nmax_string_length = 200\n"
+        "[simplify.variants.tight]\nmax_items = 1\n"
+        "[retry]\ndecoding = ['default', 'tight']\n"
+    )
+    result = runner.invoke(app, ["check", "generic_summary_v1"])
+    assert result.exit_code == 1
+    assert "decoding schema 'tight': example is outside the decoding schema" in result.output
+
+
 @pytest.mark.engine  # imports vLLM
 def test_check_catches_a_decoding_schema_vllm_refuses(templates_dir: Path) -> None:
     pytest.importorskip("vllm")
@@ -147,6 +158,46 @@ def test_show_prints_policy_changes_and_decoding_schema(templates_dir: Path) -> 
     assert '"max_items": 5' in result.output
     assert "tightened maxItems 8 -> 5 at $.properties.key_points" in result.output
     assert "decoding schema" in result.output
+
+
+def _rows(output: str) -> list[list[str]]:
+    """The cells of a rich table's body rows (lines drawn with │)."""
+    return [
+        [cell.strip() for cell in line.strip("│ ").split("│")]
+        for line in output.splitlines()
+        if line.count("│") >= 3
+    ]
+
+
+def test_show_gives_each_attempt_its_decoding_schema_and_caps(templates_dir: Path) -> None:
+    policy = templates_dir / "generic_summary_v1" / "policy.toml"
+    policy.write_text(
+        policy.read_text().replace("[retry]\n", '[retry]\ndecoding = ["uncapped", "default"]\n')
+        + "\n[simplify.variants.uncapped]\nstrip_caps = true\n"
+    )
+    result = runner.invoke(app, ["show", "generic_summary_v1"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert _rows(result.output) == [
+        ["1", "uncapped", "yes", "none", "0.7"],
+        ["2", "default", "yes", "maxItems 5, maxLength 120-200", "0.3"],
+        ["3", "default", "yes", "maxItems 5, maxLength 120-200", "0"],
+    ]
+    assert "decoding schema 'default': mode json_schema, caps maxItems 5" in result.output
+    assert "decoding schema 'uncapped': mode json_schema, caps none" in result.output
+    assert "removed maxItems 8 at $.properties.key_points" in result.output
+    listed = runner.invoke(app, ["list"], env={"COLUMNS": "200"})
+    assert "stripped, 5/200" in listed.output
+
+
+def test_show_marks_unguided_attempts(templates_dir: Path) -> None:
+    policy = templates_dir / "generic_summary_v1" / "policy.toml"
+    policy.write_text(policy.read_text().replace("guided = [true]", "guided = [true, false]"))
+    result = runner.invoke(app, ["show", "generic_summary_v1"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert [row[:4] for row in _rows(result.output)][1:] == [
+        ["2", "default", "no", "none (unguided)"],
+        ["3", "default", "no", "none (unguided)"],
+    ]
 
 
 def test_show_regex_mode(templates_dir: Path) -> None:

@@ -1,3 +1,4 @@
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,3 +146,50 @@ def test_constructor_beats_the_profile(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.engine.gpu_memory_utilization == 0.5
     assert settings.queue.worker_concurrency == 3
     assert settings.engine.max_num_seqs == 128
+
+
+@pytest.mark.parametrize("available", [True, False])
+def test_an_imported_torch_is_asked_before_the_driver(
+    monkeypatch: pytest.MonkeyPatch, available: bool
+) -> None:
+    _machine(monkeypatch, proc_gpus=not available, smi=not available)
+    fake_torch = type(sys)("torch")
+    fake_torch.cuda = type(sys)("torch.cuda")  # type: ignore[attr-defined]
+    fake_torch.cuda.is_available = lambda: available  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torch", fake_torch)
+    assert profiles.detect() == Detected(
+        "gpu" if available else "cpu", f"torch.cuda.is_available()={available}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("returncode", "stdout", "raises", "expected"),
+    [
+        (0, "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-x)\n", None, True),
+        (9, "NVIDIA-SMI has failed because it couldn't communicate with the driver\n", None, False),
+        (0, "No devices were found\n", None, False),
+        (0, "", subprocess.TimeoutExpired("nvidia-smi", 5.0), False),
+    ],
+)
+def test_nvidia_smi_counts_only_when_it_lists_a_gpu(
+    monkeypatch: pytest.MonkeyPatch,
+    returncode: int,
+    stdout: str,
+    raises: Exception | None,
+    expected: bool,
+) -> None:
+    """A wedged or driverless nvidia-smi must not make a CPU box take GPU defaults."""
+
+    def run(*_: object, **__: object) -> subprocess.CompletedProcess[str]:
+        if raises is not None:
+            raise raises
+        return subprocess.CompletedProcess(["nvidia-smi", "-L"], returncode, stdout, "")
+
+    monkeypatch.setattr(profiles.shutil, "which", lambda _: "/usr/bin/nvidia-smi")
+    monkeypatch.setattr(profiles.subprocess, "run", run)
+    assert profiles._nvidia_smi_lists_gpu() is expected
+
+
+def test_no_nvidia_smi_is_no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(profiles.shutil, "which", lambda _: None)
+    assert profiles._nvidia_smi_lists_gpu() is False

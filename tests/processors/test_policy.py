@@ -120,3 +120,78 @@ def test_policies_are_frozen() -> None:
     policy = Policy()
     with pytest.raises(ValidationError):
         policy.max_tokens = 5  # type: ignore[misc]
+
+
+# --- a decoding schema per attempt --------------------------------------------------------
+
+UNCAPPED_FIRST = """
+[simplify]
+max_items = 5
+max_string_length = 200
+require_all = true
+
+[simplify.variants.uncapped]
+strip_caps = true
+
+[simplify.variants.short]
+max_string_length = 80
+
+[retry]
+attempts = 4
+decoding = ["uncapped", "default", "short"]
+"""
+
+
+def test_variants_inherit_simplify_and_override_only_their_keys() -> None:
+    policy = Policy.model_validate(tomllib.loads(UNCAPPED_FIRST))
+    simplify = policy.simplify
+    assert simplify.decoding_names == ("default", "uncapped", "short")
+    assert simplify.variant("default") is simplify
+    short = simplify.variant("short")
+    assert (short.max_items, short.max_string_length, short.require_all) == (5, 80, True)
+    assert short.variants == {}
+
+
+def test_a_strip_caps_variant_drops_the_inherited_caps() -> None:
+    uncapped = Policy.model_validate(tomllib.loads(UNCAPPED_FIRST)).simplify.variant("uncapped")
+    assert uncapped.strip_caps
+    assert uncapped.max_items is None and uncapped.max_string_length is None
+    assert uncapped.require_all  # everything else is inherited
+
+
+def test_decoding_schedule_repeats_its_last_value_and_lists_what_guided_attempts_use() -> None:
+    retry = Policy.model_validate(tomllib.loads(UNCAPPED_FIRST)).retry
+    assert [retry.decoding_for(i) for i in range(4)] == ["uncapped", "default", "short", "short"]
+    assert retry.guided_decodings() == ["uncapped", "default", "short"]
+    unguided_retries = retry.model_copy(update={"guided": [True, False]})
+    assert unguided_retries.guided_decodings() == ["uncapped"]
+    assert RetryPolicy().decoding == ["default"]
+
+
+def test_old_policies_decode_every_attempt_with_simplify() -> None:
+    policy = Policy.model_validate({"simplify": {"max_items": 3}})
+    assert policy.simplify.variants == {}
+    assert [policy.retry.decoding_for(i) for i in range(3)] == ["default"] * 3
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"retry": {"decoding": ["capped"]}}, r"\['capped'\].*does not define"),
+        ({"retry": {"decoding": []}}, "at least 1"),
+        ({"simplify": {"variants": {"default": {}}}}, "'default'"),
+        ({"simplify": {"variants": {"two words": {}}}}, "'two words'"),
+        ({"simplify": {"variants": {"x": {"max_item": 3}}}}, "variant 'x': unknown key 'max_item'"),
+        ({"simplify": {"variants": {"x": {"mode": "grammar"}}}}, "variant 'x': mode"),
+        ({"simplify": {"variants": {"x": {"variants": {}}}}}, "cannot have variants"),
+        (
+            {"simplify": {"max_items": 3, "variants": {"x": {"strip_caps": True, "max_items": 2}}}},
+            "variant 'x'.*strip_caps = true contradicts",
+        ),
+    ],
+)
+def test_bad_variants_and_schedules_are_rejected_and_named(
+    raw: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Policy.model_validate(raw)

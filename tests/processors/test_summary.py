@@ -161,6 +161,89 @@ def test_unguided_attempts_follow_the_policy_and_tolerate_prose(tmp_path: Path) 
     assert engine.requests[1].guide is None
 
 
+UNCAPPED_FIRST = """
+[simplify]
+max_items = 2
+max_string_length = 30
+
+[simplify.variants.uncapped]
+strip_caps = true
+
+[retry]
+attempts = 3
+decoding = ["uncapped", "default"]
+"""
+
+
+def _caps(guide_value: Any) -> tuple[int | None, int | None]:
+    """(maxItems of points, maxLength of title) in a decoding schema."""
+    properties = guide_value["properties"]
+    return properties["points"].get("maxItems"), properties["title"].get("maxLength")
+
+
+def test_each_attempt_is_guided_by_the_decoding_schema_the_policy_names(tmp_path: Path) -> None:
+    make_template(tmp_path, UNCAPPED_FIRST)
+    engine = FakeEngine([(INVALID, "stop"), (INVALID, "stop"), (VALID, "stop")])
+    result = summarize(request(), engine=engine, settings=make_settings(tmp_path))
+    guides = [r.guide for r in engine.requests]
+    assert all(g is not None and g.kind == "json" for g in guides)
+    # Uncapped: the schema's own caps are stripped too; then the policy's caps (last repeats).
+    assert [_caps(g.value) for g in guides if g is not None] == [
+        (None, None),
+        (2, 30),
+        (2, 30),
+    ]
+    assert [a.decoding for a in result.attempts] == ["uncapped", "default", "default"]
+    assert all(a.guided for a in result.attempts)
+    assert result.valid
+
+
+def test_the_full_schema_judges_an_answer_its_uncapped_grammar_allowed(tmp_path: Path) -> None:
+    make_template(tmp_path, UNCAPPED_FIRST)
+    too_many = json.dumps({"title": "Release moves", "points": ["a", "b", "c", "d"]})
+    engine = FakeEngine([(too_many, "stop"), (VALID, "stop")])
+    result = summarize(request(), engine=engine, settings=make_settings(tmp_path))
+    first = result.attempts[0]
+    assert not first.valid and any("points" in e for e in first.errors)
+    assert result.attempts[1].decoding == "default" and result.valid
+
+
+def test_an_unguided_attempt_records_no_decoding_schema(tmp_path: Path) -> None:
+    make_template(tmp_path, UNCAPPED_FIRST + "guided = [true, false]\n")
+    engine = FakeEngine([(INVALID, "stop"), (VALID, "stop")])
+    result = summarize(request(), engine=engine, settings=make_settings(tmp_path))
+    assert [(a.guided, a.decoding) for a in result.attempts] == [(True, "uncapped"), (False, None)]
+    assert engine.requests[1].guide is None
+
+
+def test_a_policy_without_variants_records_the_default_decoding(tmp_path: Path) -> None:
+    make_template(tmp_path, RETRY_POLICY)
+    engine = FakeEngine([(INVALID, "stop"), (VALID, "stop")])
+    result = summarize(request(), engine=engine, settings=make_settings(tmp_path))
+    assert [a.decoding for a in result.attempts] == ["default", "default"]
+
+
+def test_decoding_schemas_are_built_once_per_loaded_template(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from structsum.processors import templates
+
+    make_template(tmp_path, UNCAPPED_FIRST)
+    calls: list[object] = []
+    real = templates.simplify_schema
+
+    def counting(schema: Any, policy: Any) -> Any:
+        calls.append(policy)
+        return real(schema, policy)
+
+    monkeypatch.setattr(templates, "simplify_schema", counting)
+    settings = make_settings(tmp_path)
+    for _ in range(2):
+        engine = FakeEngine([(INVALID, "stop"), (INVALID, "stop"), (VALID, "stop")])
+        summarize(request(), engine=engine, settings=settings)
+    assert len(calls) == 2  # default and uncapped, at load; never per job
+
+
 def test_mode_none_decodes_unguided_and_still_validates(tmp_path: Path) -> None:
     make_template(tmp_path, '[simplify]\nmode = "none"\n' + RETRY_POLICY)
     engine = FakeEngine([(INVALID, "stop"), (VALID, "stop")])

@@ -58,3 +58,28 @@ def test_text_longer_than_the_context_is_condensed_then_summarized(
     assert result.valid, result.attempts
     for attempt in result.attempts:
         assert attempt.usage.prompt_tokens + attempt.usage.completion_tokens <= 2048
+
+
+def test_each_attempt_decodes_with_the_schema_its_policy_names(
+    engine: Any, settings: Settings, tmp_path: Path
+) -> None:
+    """A variant's caps reach vLLM's grammar: the answer keeps them, the full schema judges it."""
+    import shutil
+
+    shutil.copytree(settings.templates_dir / "generic_summary_v1", tmp_path / "generic_summary_v1")
+    policy = tmp_path / "generic_summary_v1" / "policy.toml"
+    policy.write_text(
+        policy.read_text().replace("attempts = 3", 'attempts = 1\ndecoding = ["tight"]')
+        + "\n[simplify.variants.tight]\nmax_items = 1\nmax_string_length = 40\n"
+    )
+    local = settings.model_copy(update={"templates_dir": tmp_path})
+    request = SummaryRequest(text=SAMPLE.read_text(), template_id="generic_summary_v1")
+    result = summarize(request, engine=engine, settings=local)
+    (attempt,) = result.attempts
+    assert (attempt.decoding, attempt.guided) == ("tight", True)
+    assert result.data is not None and attempt.finish_reason == "stop"
+    assert all(len(result.data[key]) <= 1 for key in ("key_points", "action_items", "tags"))
+    assert len(result.data["summary"]) <= 40 and len(result.data["title"]) <= 40
+    # The full schema judges it: a 40-character summary may be too short for it or not.
+    schema = json.loads((tmp_path / "generic_summary_v1/schema.json").read_text())
+    assert result.valid == jsonschema.Draft202012Validator(schema).is_valid(result.data)

@@ -39,3 +39,36 @@ def test_unguided_templates_are_skipped(tmp_path: Path) -> None:
     warmup = warm_grammars(engine, _settings(tmp_path))
     assert warmup.templates == ("generic_summary_v1",)
     assert engine.batches == [1]
+
+
+def test_every_decoding_schema_the_attempts_use_is_compiled_once(tmp_path: Path) -> None:
+    source = _settings().templates_dir
+    shutil.copytree(source / "generic_summary_v1", tmp_path / "generic_summary_v1")
+    (tmp_path / "generic_summary_v1" / "policy.toml").write_text(
+        """
+        [simplify]
+        max_items = 5
+        [simplify.variants.uncapped]
+        strip_caps = true
+        [simplify.variants.same]      # the same schema as default: one grammar
+        max_items = 5
+        [simplify.variants.unused]
+        max_items = 2
+        [simplify.variants.late]      # only an unguided attempt names it
+        max_items = 3
+        [retry]
+        attempts = 4
+        decoding = ["uncapped", "default", "same", "late"]
+        guided = [true, true, true, false]
+        """
+    )
+    template = load_template(tmp_path, "generic_summary_v1")
+    engine = FakeEngine(lambda _: ("{", "length"))
+    warmup = warm_grammars(engine, _settings(tmp_path))
+    assert warmup.templates == ("generic_summary_v1",)
+    assert warmup.grammars == ("generic_summary_v1:uncapped", "generic_summary_v1")
+    assert engine.batches == [2]
+    assert [r.guide.value for r in engine.requests if r.guide is not None] == [
+        template.decodings["uncapped"].schema,
+        template.decodings["default"].schema,
+    ]

@@ -53,6 +53,19 @@ def test_metrics_count_failures_as_invalid(script: ModuleType) -> None:
     assert script.table_rows([metrics])[0][2] == "3 (1 failed)"
 
 
+def test_metrics_count_how_often_each_decoding_schema_ran(script: ModuleType) -> None:
+    samples = [
+        sample(script, valid=True, attempts=1, decodings=["uncapped"]),
+        sample(script, valid=True, attempts=2, decodings=["uncapped", "default"]),
+        sample(script, valid=False, attempts=3, decodings=["uncapped", "default", "unguided"]),
+        sample(script, failure="EngineError: boom"),
+    ]
+    metrics = script.compute_metrics("t", "policy", samples, wall_s=1.0)
+    assert metrics.decoding_runs == {"uncapped": 3, "default": 2, "unguided": 1}
+    row = dict(zip(script.COLUMNS, script.table_rows([metrics])[0], strict=True))
+    assert row["decodings"] == "uncapped 3, default 2, unguided 1"
+
+
 def test_one_arm_through_the_real_pipeline_with_a_fake_engine(
     script: ModuleType, tmp_path: Path
 ) -> None:
@@ -84,4 +97,5 @@ def test_one_arm_through_the_real_pipeline_with_a_fake_engine(
     assert not samples[0].valid
     assert samples[0].attempts == template.policy.retry.attempts
     assert samples[0].temperatures == template.policy.retry.temperatures
+    assert samples[0].decodings == ["default"] * template.policy.retry.attempts
     assert samples[0].failure is None
