@@ -1,4 +1,4 @@
-"""CLI for the queue: `worker`, `enqueue summarize|enhance`, `result`, `stats`.
+"""CLI for the queue: `worker`, `enqueue summarize|enhance`, `ask`, `result`, `stats`.
 
 Only `worker` imports the engine; the other commands talk to Redis alone, so
 they run on any machine that has the package and the broker URL.
@@ -145,6 +145,9 @@ def ask_command(
         str | None, typer.Option("--template", "-t", help="answer as this template's JSON")
     ] = None,
     language: Annotated[str | None, typer.Option(help="answer language, e.g. en")] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(help="cap on the answer's tokens [default: sampling.ask]")
+    ] = None,
     wait: Annotated[bool, typer.Option(help="wait and print the answer")] = True,
     timeout: Annotated[float, typer.Option(help="seconds to wait")] = 600.0,
 ) -> None:
@@ -159,6 +162,7 @@ def ask_command(
             summary_job_id=job_id,
             template_id=template,
             language=language,
+            max_tokens=max_tokens,
         )
         _finish(handle.id, handle, wait, timeout)
 

@@ -10,10 +10,13 @@ import itertools
 
 import pytest
 import redis
+from typer.testing import CliRunner
 
 from structsum import client
-from structsum.config import Settings
-from tests.service.conftest import WorkerProcess
+from structsum.config import Settings, get_settings
+from structsum.models import AskResult
+from structsum.service.stats import collect
+from tests.service.conftest import WorkerProcess, worker_env
 
 pytestmark = [pytest.mark.service, pytest.mark.engine]
 
@@ -67,11 +70,30 @@ def test_an_identical_request_is_served_from_the_cache(
     assert all(0 < backend.ttl(key) <= cache.ttl_s for key in keys)
 
 
-def test_a_ten_turn_conversation(worker: WorkerProcess, service_settings: Settings) -> None:
+def ask_on_the_command_line(
+    service_settings: Settings, monkeypatch: pytest.MonkeyPatch, *args: str
+) -> AskResult:
+    from structsum.commands.service import app
+
+    for key, value in worker_env(service_settings).items():
+        if key.startswith("STRUCTSUM_"):
+            monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    try:
+        done = CliRunner().invoke(app, ["ask", *args])
+    finally:
+        get_settings.cache_clear()
+    assert done.exit_code == 0, done.stderr
+    return AskResult.model_validate_json(done.stdout)
+
+
+def test_a_ten_turn_conversation(
+    worker: WorkerProcess, service_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     hits_before = worker.metric("structsum_engine_prefix_hits_tokens") or 0.0
     limits = service_settings.conversation
     results = []
-    for i, question in enumerate(QUESTIONS):
+    for i, question in enumerate(QUESTIONS[:-1]):
         handle = client.ask(
             "ten-turns",
             question,
@@ -80,6 +102,12 @@ def test_a_ten_turn_conversation(worker: WorkerProcess, service_settings: Settin
             settings=service_settings,
         )
         results.append(handle.result(JOB_TIMEOUT_S))
+    # the last turn through `structsum ask`: the conversation is the worker's, not the client's
+    results.append(
+        ask_on_the_command_line(
+            service_settings, monkeypatch, "ten-turns", QUESTIONS[-1], "--max-tokens", "12"
+        )
+    )
 
     assert [r.turn for r in results] == list(range(1, 11))
     assert [r.history_turns for r in results] == [
@@ -89,6 +117,8 @@ def test_a_ten_turn_conversation(worker: WorkerProcess, service_settings: Settin
     assert all(r.valid is None and r.data is None for r in results)
     # later turns reuse the system part, the document and the kept turns
     assert (worker.metric("structsum_engine_prefix_hits_tokens") or 0.0) > hits_before
+    engine = collect(timeout=5.0, settings=service_settings)["workers"][worker.hostname]
+    assert engine["structsum"]["engine"]["prefix_hit_rate"] > 0  # `structsum stats` shows it
     # the prompt grows by one turn each time until the turn limit trims it
     grown = [r.usage.prompt_tokens for r in results][: limits.max_history_turns + 1]
     assert all(a < b for a, b in itertools.pairwise(grown))
