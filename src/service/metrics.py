@@ -143,15 +143,15 @@ class ServiceMetrics:
             "structsum_engine_load_seconds", "time the engine took to load", registry=r
         )
         # vLLM's own figures, read from the engine at scrape time (watch_engine).
-        engine_figures = {
-            "prefix_queries": "prompt tokens looked up in vLLM's prefix cache",
-            "prefix_hits": "prompt tokens found in vLLM's prefix cache (KV reused)",
-            "spec_draft_tokens": "draft tokens proposed by speculative decoding",
-            "spec_accepted_tokens": "draft tokens accepted by speculative decoding",
+        engine_figures = {  # series name: (EngineCounters field, help)
+            "prefix_queries_tokens": ("prefix_queries", "prompt tokens looked up in prefix cache"),
+            "prefix_hits_tokens": ("prefix_hits", "prompt tokens found in the prefix cache"),
+            "spec_draft_tokens": ("spec_draft_tokens", "tokens drafted by speculative decoding"),
+            "spec_accepted_tokens": ("spec_accepted_tokens", "drafted tokens accepted"),
         }
-        for name, doc in engine_figures.items():
-            gauge = Gauge(f"structsum_engine_{name}_tokens", doc + ", since start", registry=r)
-            gauge.set_function(partial(self._engine_figure, name))
+        for series, (field_name, doc) in engine_figures.items():
+            gauge = Gauge(f"structsum_engine_{series}", f"{doc}, since start", registry=r)
+            gauge.set_function(partial(self._engine_figure, field_name))
         Gauge(
             "structsum_engine_prefix_cache_hit_rate",
             "prefix-cache hits / queries since start (0 before the first request)",
