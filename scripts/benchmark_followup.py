@@ -96,7 +96,11 @@ def with_engine(settings: Settings, run: Callable[[Any], Arm]) -> Arm:
     log.info("engine up in %.1f s", time.perf_counter() - started)
     try:
         before = engine.counters()
-        arm = run(engine)
+        try:
+            arm = run(engine)
+        except Exception as exc:  # e.g. vLLM refusing a request under these engine settings
+            log.exception("arm failed")
+            arm = {"error": f"{type(exc).__name__}: {exc}"}
         arm["engine"] = engine.counters().delta(before).as_dict()
         arm["model"] = engine.model_name
         return arm
