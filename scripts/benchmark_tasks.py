@@ -185,6 +185,44 @@ def started_worker_jobs(args: argparse.Namespace) -> Jobs:
     return jobs, model, worker.stop
 
 
+# --- engine figures --------------------------------------------------------------------
+
+
+def engine_figures(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Cumulative prefix-cache/speculation counters by engine: this process's, or workers'."""
+    from structsum.config import get_settings
+
+    if not args.via_queue:
+        from structsum.processors.engine import load_engine
+
+        settings = get_settings()
+        engine = load_engine(settings.engine, settings.cache_dir)  # the one already loaded
+        return {"in-process": engine.counters().as_dict()}
+    from structsum.service.stats import collect
+
+    workers = collect(timeout=2.0)["workers"]
+    return {
+        name: w["structsum"]["engine"]
+        for name, w in workers.items()
+        if (w.get("structsum") or {}).get("engine")
+    }
+
+
+def engine_delta(
+    before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """The counters' growth over the run, per engine, with the rates of that growth."""
+    from structsum.processors.engine_stats import EngineCounters
+
+    fields = set(EngineCounters.__dataclass_fields__)
+    delta: dict[str, dict[str, Any]] = {}
+    for name, now in after.items():
+        then = before.get(name, {})
+        grown = EngineCounters(**{k: now.get(k, 0) - then.get(k, 0) for k in fields})
+        delta[name] = grown.as_dict()
+    return delta
+
+
 # --- run -------------------------------------------------------------------------------
 
 
@@ -228,8 +266,10 @@ def main(argv: list[str] | None = None) -> int:
         except StructsumError as exc:
             print(f"{exc.code}: {exc}", file=sys.stderr)
             return 1
+    before = engine_figures(args)
     try:
         metrics, samples = measure(jobs, tasks, texts, args)
+        engine = engine_delta(before, engine_figures(args))
     finally:
         close()
     model = model_name()
@@ -243,12 +283,21 @@ def main(argv: list[str] | None = None) -> int:
         report["settings"]["structsum"] = get_settings().model_dump(mode="json")
     report["results"] = [asdict(m) for m in metrics]
     report["samples"] = samples
+    # vLLM's prefix-cache and speculation figures over the run (warm-up jobs included)
+    report["engine"] = engine
     path = finish_report(report, args)
 
     mode = "via queue" if args.via_queue else "in-process"
     print_table(
         f"task benchmark ({mode}): {Path(model).name}", TASK_COLUMNS, task_rows(report["results"])
     )
+    for worker, figures in sorted(engine.items()):
+        rate = figures.get("prefix_hit_rate")
+        print(
+            f"prefix cache ({worker}): {figures.get('prefix_hits', 0)}/"
+            f"{figures.get('prefix_queries', 0)} prompt tokens reused"
+            + ("" if rate is None else f" ({rate:.0%})")
+        )
     print(f"report: {path}")
     failures = sum(m.failed for m in metrics)
     if failures:

@@ -23,6 +23,8 @@ from pydantic import BaseModel, ValidationError
 from structsum.config import Settings, get_settings
 from structsum.errors import ResultTimeout, StructsumError, TaskFailed
 from structsum.models import (
+    AskRequest,
+    AskResult,
     EnhancementRequest,
     EnhancementResult,
     PromptVariable,
@@ -30,6 +32,7 @@ from structsum.models import (
     SummaryResult,
 )
 from structsum.service.app import (
+    ASK,
     ENHANCE,
     ENHANCE_AND_SUMMARIZE,
     ENQUEUED_AT_HEADER,
@@ -38,7 +41,7 @@ from structsum.service.app import (
 from structsum.service.broker import broker_errors, queue_app
 from structsum.service.payloads import decode_text, parse_request, result_model
 
-ResultT = TypeVar("ResultT", SummaryResult, EnhancementResult)
+ResultT = TypeVar("ResultT", SummaryResult, EnhancementResult, AskResult)
 
 
 def client_app(settings: Settings | None = None) -> Celery:
@@ -130,6 +133,7 @@ def _summary_request(
     language: str | None,
     variables: dict[str, PromptVariable] | None,
     enhance: bool,
+    use_cache: bool,
     settings: Settings | None,
 ) -> SummaryRequest:
     payload = {
@@ -138,6 +142,7 @@ def _summary_request(
         "language": language,
         "variables": variables or {},
         "enhance": enhance,
+        "use_cache": use_cache,
     }
     return parse_request(SummaryRequest, (), payload, settings or get_settings())
 
@@ -149,10 +154,15 @@ def enqueue_summary(
     language: str | None = None,
     variables: dict[str, PromptVariable] | None = None,
     enhance: bool = False,
+    use_cache: bool = True,
     settings: Settings | None = None,
 ) -> JobHandle[SummaryResult]:
-    """Queue ``structsum.summarize``; ``enhance=True`` cleans the text up first."""
-    request = _summary_request(text, template_id, language, variables, enhance, settings)
+    """Queue ``structsum.summarize``; ``enhance=True`` cleans the text up first.
+
+    An identical earlier request is answered from the result cache (``cached`` is
+    true in the result); ``use_cache=False`` runs the engine anyway.
+    """
+    request = _summary_request(text, template_id, language, variables, enhance, use_cache, settings)
     return _send(SUMMARIZE, request, SummaryResult, settings)
 
 
@@ -162,10 +172,11 @@ def enqueue_enhance_and_summarize(
     *,
     language: str | None = None,
     variables: dict[str, PromptVariable] | None = None,
+    use_cache: bool = True,
     settings: Settings | None = None,
 ) -> JobHandle[SummaryResult]:
     """Queue ``structsum.enhance_and_summarize``: the enhanced text feeds the summary."""
-    request = _summary_request(text, template_id, language, variables, True, settings)
+    request = _summary_request(text, template_id, language, variables, True, use_cache, settings)
     return _send(ENHANCE_AND_SUMMARIZE, request, SummaryResult, settings)
 
 
@@ -173,17 +184,48 @@ def enqueue_enhancement(
     text: str | bytes,
     *,
     language: str | None = None,
+    use_cache: bool = True,
     settings: Settings | None = None,
 ) -> JobHandle[EnhancementResult]:
-    """Queue ``structsum.enhance``."""
-    payload = {"text": decode_text(text), "language": language}
+    """Queue ``structsum.enhance`` (``use_cache=False``: skip the result cache)."""
+    payload = {"text": decode_text(text), "language": language, "use_cache": use_cache}
     request = parse_request(EnhancementRequest, (), payload, settings or get_settings())
     return _send(ENHANCE, request, EnhancementResult, settings)
 
 
+def ask(
+    conversation_id: str,
+    question: str,
+    *,
+    text: str | bytes | None = None,
+    summary_job_id: str | None = None,
+    template_id: str | None = None,
+    language: str | None = None,
+    max_tokens: int | None = None,
+    settings: Settings | None = None,
+) -> JobHandle[AskResult]:
+    """Queue ``structsum.ask``: a follow-up question in a conversation about one document.
+
+    The first question names the document (``text``, or a finished summary's
+    ``summary_job_id``); later ones need only the conversation id. With
+    ``template_id`` the answer is JSON guided by that template's schema.
+    """
+    payload = {
+        "conversation_id": conversation_id,
+        "question": question,
+        "text": None if text is None else decode_text(text),
+        "summary_job_id": summary_job_id,
+        "template_id": template_id,
+        "language": language,
+        "max_tokens": max_tokens,
+    }
+    request = parse_request(AskRequest, (), payload, settings or get_settings())
+    return _send(ASK, request, AskResult, settings)
+
+
 def get_result(
     task_id: str, *, timeout: float | None = None, settings: Settings | None = None
-) -> SummaryResult | EnhancementResult:
+) -> SummaryResult | EnhancementResult | AskResult:
     """The typed result of any structsum job by id (the kind is read from the result)."""
     return job(task_id, settings=settings).result(timeout)
 

@@ -99,6 +99,18 @@ class InputUnreadable(InputError):
     hint = "check the path and its permissions"
 
 
+class ConversationMismatch(InputError):
+    """A follow-up question names a document other than the one its conversation is about."""
+
+    hint = "start a new conversation id for another document, or send no text on later turns"
+
+
+class SummaryNotReady(InputError):
+    """A question names a summary job that is unknown, unfinished or failed."""
+
+    hint = "wait for the summary job to succeed (structsum result JOB_ID), then ask again"
+
+
 # --- templates ----------------------------------------------------------------------
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from structsum.config import BudgetSettings, RequestLimits
 from structsum.errors import EmptyText, TextHasNul, TextNotUtf8, TextTooLong
@@ -53,6 +60,11 @@ class _Request(BaseModel):
     text: str = Field(description="the text to process, UTF-8")
     language: str | None = Field(
         default=None, description="output language hint, a BCP-47 tag such as 'en' or 'pt-BR'"
+    )
+    use_cache: bool = Field(
+        default=True,
+        description="False: skip the result cache lookup and run the engine (the fresh "
+        "result replaces the stored one)",
     )
 
     @field_validator("text")
@@ -108,6 +120,64 @@ class SummaryRequest(_Request):
         return value
 
 
+class Turn(BaseModel):
+    """One question and the answer given, as kept in a conversation's history."""
+
+    question: str
+    answer: str
+
+
+class AskRequest(BaseModel):
+    """A follow-up question about one document, in a conversation kept by the worker.
+
+    The first question of a conversation names its document: ``text``, or a finished
+    summary's ``summary_job_id`` (the summary's JSON is then the document). Later
+    questions may send neither; sending a different document is refused.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    conversation_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    question: str = Field(description="the question, UTF-8")
+    text: str | None = Field(default=None, description="the document (first question)")
+    summary_job_id: str | None = Field(
+        default=None,
+        max_length=255,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="a finished summary job whose result is the document (first question)",
+    )
+    template_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="answer with JSON guided by this template's schema; None: free text",
+    )
+    language: str | None = Field(default=None, description="answer language, a BCP-47 tag")
+    max_tokens: int | None = Field(
+        default=None, ge=1, description="cap on the answer's tokens, below the configured one"
+    )
+
+    @field_validator("question", "text")
+    @classmethod
+    def _text_is_usable(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        budget: BudgetSettings | None = (info.context or {}).get("budget")
+        return _check_text(value, budget.max_input_chars if budget else None)
+
+    @field_validator("language")
+    @classmethod
+    def _language_is_a_tag(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _Request._language_is_a_tag(value, info)
+
+    @model_validator(mode="after")
+    def _one_document(self) -> AskRequest:
+        if self.text is not None and self.summary_job_id is not None:
+            raise ValueError("send text or summary_job_id, not both")
+        return self
+
+
 class Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -149,6 +219,11 @@ class EnhancementResult(BaseModel):
     ttft_s: float | None = None
     model: str
     chunks: int = 1
+    cached: bool = Field(
+        default=False,
+        description="served from the result cache; usage and elapsed_s are those of the "
+        "run that produced it",
+    )
 
 
 class SummaryResult(BaseModel):
@@ -169,7 +244,33 @@ class SummaryResult(BaseModel):
         "one; attempts[i].decoding names the schema each attempt ran under",
     )
     enhancement: EnhancementResult | None = None
+    cached: bool = Field(
+        default=False,
+        description="served from the result cache; usage and elapsed_s are those of the "
+        "run that produced it",
+    )
 
     @property
     def temperatures(self) -> list[float]:
         return [attempt.temperature for attempt in self.attempts]
+
+
+class AskResult(BaseModel):
+    """The answer to one follow-up question."""
+
+    conversation_id: str
+    turn: int = Field(description="1 for the conversation's first question")
+    answer: str = Field(description="the model's answer, stripped (JSON text with a template)")
+    data: dict[str, Any] | None = Field(
+        default=None, description="the parsed answer, with a template; None without one"
+    )
+    valid: bool | None = Field(
+        default=None, description="data satisfies the template's schema; None: no template"
+    )
+    errors: list[str] = Field(default_factory=list)
+    history_turns: int = Field(description="earlier turns the prompt carried (after trimming)")
+    finish_reason: str | None
+    usage: Usage
+    elapsed_s: float
+    ttft_s: float | None = None
+    model: str

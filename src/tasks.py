@@ -24,18 +24,28 @@ from celery.worker.control import inspect_command
 from pydantic import BaseModel
 
 from structsum.config import Settings, get_settings
-from structsum.errors import EngineError, EngineUnavailable, StructsumError
+from structsum.errors import (
+    EngineError,
+    EngineUnavailable,
+    ServiceUnavailable,
+    StructsumError,
+    SummaryNotReady,
+)
 from structsum.models import (
+    AskRequest,
+    AskResult,
     EnhancementRequest,
     EnhancementResult,
     SummaryRequest,
     SummaryResult,
 )
+from structsum.processors.ask import ask, summary_document
 from structsum.processors.deadline import DeadlineEngine, deadline_in
 from structsum.processors.engine import Engine
 from structsum.processors.enhancement import enhance
 from structsum.processors.summary import summarize
 from structsum.service.app import (
+    ASK,
     ENHANCE,
     ENHANCE_AND_SUMMARIZE,
     ENQUEUED_AT_HEADER,
@@ -58,7 +68,7 @@ RETRY_BACKOFF_S = 2
 RETRY_BACKOFF_MAX_S = 60
 
 RequestT = TypeVar("RequestT", bound=BaseModel)
-ResultT = TypeVar("ResultT", SummaryResult, EnhancementResult)
+ResultT = TypeVar("ResultT", SummaryResult, EnhancementResult, AskResult)
 
 
 def retryable_errors() -> tuple[type[StructsumError], ...]:
@@ -142,17 +152,47 @@ def _enqueued_at(task: Task) -> float | None:
 
 
 def _enhance(request: EnhancementRequest, engine: Engine, settings: Settings) -> EnhancementResult:
-    return enhance(request, engine=engine, settings=settings)
+    return enhance(request, engine=engine, settings=settings, cache=runtime().result_store)
 
 
 def _summarize(request: SummaryRequest, engine: Engine, settings: Settings) -> SummaryResult:
-    return summarize(request, engine=engine, settings=settings)
+    return summarize(request, engine=engine, settings=settings, cache=runtime().result_store)
 
 
 def _enhance_then_summarize(
     request: SummaryRequest, engine: Engine, settings: Settings
 ) -> SummaryResult:
-    return summarize(request.model_copy(update={"enhance": True}), engine=engine, settings=settings)
+    return summarize(
+        request.model_copy(update={"enhance": True}),
+        engine=engine,
+        settings=settings,
+        cache=runtime().result_store,
+    )
+
+
+def _ask(request: AskRequest, engine: Engine, settings: Settings) -> AskResult:
+    store = runtime().conversation_store
+    if store is None:
+        raise ServiceUnavailable("this worker has no conversation store (not started)")
+    document = request.text
+    if request.summary_job_id is not None:
+        document = _finished_summary(request.summary_job_id)
+    return ask(request, document=document, engine=engine, settings=settings, store=store)
+
+
+def _finished_summary(job_id: str) -> str:
+    """The document a summary job stands for: its result's JSON, once it succeeded."""
+    from celery.result import AsyncResult
+
+    job = AsyncResult(job_id, app=app)
+    state = job.state
+    payload = job.result if state == "SUCCESS" else None
+    if not isinstance(payload, dict) or payload.get("data") is None or "template_id" not in payload:
+        raise SummaryNotReady(
+            f"job {job_id} is {state}, not a finished summary with data",
+            {"job_id": job_id, "state": state},
+        )
+    return summary_document(payload["data"])
 
 
 @app.task(name=ENHANCE, base=StructsumTask, bind=True)
@@ -171,6 +211,12 @@ def summarize_task(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
 def enhance_and_summarize_task(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """kwargs: a SummaryRequest; the enhanced text is what gets summarized."""
     return _run(self, SummaryRequest, args, kwargs, _enhance_then_summarize)
+
+
+@app.task(name=ASK, base=StructsumTask, bind=True)
+def ask_task(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """kwargs: an AskRequest; returns an AskResult as JSON (the turn is stored)."""
+    return _run(self, AskRequest, args, kwargs, _ask)
 
 
 # --- worker lifecycle -------------------------------------------------------------------

@@ -62,3 +62,24 @@ class FakeEngine:
                 )
             )
         return outputs
+
+
+class MemoryStore:
+    """A result cache / conversation store in a dict, with TTLs on a clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.items: dict[str, tuple[str, float]] = {}
+        self.ttls: list[int] = []
+
+    def get(self, key: str) -> str | None:
+        value, expires = self.items.get(key, ("", -1.0))
+        return value if self.now < expires else None
+
+    def put(self, key: str, value: str, ttl_s: int) -> None:
+        self.ttls.append(ttl_s)
+        self.items[key] = (value, self.now + ttl_s)
+
+    # the conversation store's names for the same two operations
+    load = get
+    save = put

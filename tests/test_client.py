@@ -26,6 +26,7 @@ from structsum.errors import (
 )
 from structsum.models import EnhancementResult, SummaryResult, Usage
 from structsum.service.app import (
+    ASK,
     ENHANCE,
     ENHANCE_AND_SUMMARIZE,
     ENQUEUED_AT_HEADER,
@@ -100,6 +101,7 @@ def test_enqueue_summary_sends_a_validated_json_payload(fake_app: FakeApp) -> No
         "language": "en",
         "variables": {"team": "web"},
         "enhance": False,
+        "use_cache": True,
     }
     json.dumps(kwargs)
     assert before <= headers[ENQUEUED_AT_HEADER] <= time.time()
@@ -108,11 +110,21 @@ def test_enqueue_summary_sends_a_validated_json_payload(fake_app: FakeApp) -> No
 
 
 def test_enqueue_other_tasks(fake_app: FakeApp) -> None:
-    client.enqueue_enhancement("text", language="de")
+    client.enqueue_enhancement("text", language="de", use_cache=False)
     client.enqueue_enhance_and_summarize("text", "t1")
-    assert [s[0] for s in fake_app.sent] == [ENHANCE, ENHANCE_AND_SUMMARIZE]
-    assert fake_app.sent[0][1] == {"text": "text", "language": "de"}
+    client.ask("c1", "Who ships?", text="Alice ships.", max_tokens=16)
+    assert [s[0] for s in fake_app.sent] == [ENHANCE, ENHANCE_AND_SUMMARIZE, ASK]
+    assert fake_app.sent[0][1] == {"text": "text", "language": "de", "use_cache": False}
     assert fake_app.sent[1][1]["enhance"] is True
+    assert fake_app.sent[2][1] == {
+        "conversation_id": "c1",
+        "question": "Who ships?",
+        "text": "Alice ships.",
+        "summary_job_id": None,
+        "template_id": None,
+        "language": None,
+        "max_tokens": 16,
+    }
 
 
 @pytest.mark.parametrize(

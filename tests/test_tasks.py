@@ -293,3 +293,61 @@ def test_the_workers_exit_status_is_kept_for_the_cli(runtime: WorkerRuntime) -> 
     tasks._close_engine(sender=SimpleNamespace(app=tasks.app, exitcode=70))
     assert runtime.exit_status == 70
     assert not runtime.loaded
+
+
+@pytest.fixture
+def asking(monkeypatch: pytest.MonkeyPatch) -> Iterator[WorkerRuntime]:
+    """A runtime whose conversations live in a dict."""
+    from tests.fakes import MemoryStore
+
+    rt = WorkerRuntime(Settings(queue=QueueSettings(metrics_port=None, warm_grammars=False)))
+    rt.start(FakeEngine(lambda r: ("Bob writes them.", "stop")), conversation_store=MemoryStore())
+    monkeypatch.setattr(tasks, "runtime", lambda: rt)
+    yield rt
+    rt.stop()
+
+
+def test_ask_keeps_the_conversation_between_jobs(asking: WorkerRuntime) -> None:
+    from structsum.models import AskResult
+
+    first = tasks.ask_task.apply(
+        kwargs={"conversation_id": "c1", "question": "Who writes the notes?", "text": TEXT}
+    ).get()
+    second = tasks.ask_task.apply(kwargs={"conversation_id": "c1", "question": "When?"}).get()
+    assert AskResult.model_validate(first).turn == 1
+    assert AskResult.model_validate(second).history_turns == 1
+    assert counter(asking, "structsum_jobs_total", task="structsum.ask", outcome="success") == 2
+
+
+def test_ask_about_an_unfinished_summary_job_fails_typed(
+    asking: WorkerRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import celery.result
+
+    from structsum.errors import SummaryNotReady
+
+    pending = SimpleNamespace(state="PENDING", result=None)
+    monkeypatch.setattr(celery.result, "AsyncResult", lambda job_id, app=None: pending)
+    outcome = tasks.ask_task.apply(
+        kwargs={"conversation_id": "c2", "question": "What?", "summary_job_id": "job-1"}
+    )
+    with pytest.raises(SummaryNotReady):
+        outcome.get()
+
+
+def test_ask_about_a_finished_summary_uses_its_json(
+    asking: WorkerRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import celery.result
+
+    done = SimpleNamespace(
+        state="SUCCESS",
+        result={"template_id": "generic_summary_v1", "data": {"title": "Release on Friday"}},
+    )
+    monkeypatch.setattr(celery.result, "AsyncResult", lambda job_id, app=None: done)
+    tasks.ask_task.apply(
+        kwargs={"conversation_id": "c3", "question": "What?", "summary_job_id": "job-2"}
+    ).get()
+    engine = asking.engine
+    assert isinstance(engine, FakeEngine)
+    assert "Release on Friday" in engine.requests[-1].messages[0]["content"]

@@ -1,4 +1,4 @@
-"""CLI for the queue: `worker`, `enqueue summarize|enhance`, `result`, `stats`.
+"""CLI for the queue: `worker`, `enqueue summarize|enhance`, `ask`, `result`, `stats`.
 
 Only `worker` imports the engine; the other commands talk to Redis alone, so
 they run on any machine that has the package and the broker URL.
@@ -33,7 +33,6 @@ enqueue_app = typer.Typer(help="Queue a job; prints its id, or its result with -
 app.add_typer(enqueue_app, name="enqueue")
 
 EXIT_NOT_READY = 3
-
 
 
 def _variables(pairs: list[str]) -> dict[str, str]:
@@ -97,6 +96,7 @@ def enqueue_summarize(
         list[str] | None, typer.Option("--var", help="extra prompt variable KEY=VALUE")
     ] = None,
     enhance: Annotated[bool, typer.Option(help="clean the text up first")] = False,
+    cache: Annotated[bool, typer.Option(help="answer from the result cache if stored")] = True,
     wait: Annotated[bool, typer.Option(help="wait and print the result")] = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait with --wait")] = 600.0,
 ) -> None:
@@ -110,6 +110,7 @@ def enqueue_summarize(
             language=language,
             variables=_variables(var or []),
             enhance=enhance,
+            use_cache=cache,
         )
         _finish(handle.id, handle, wait, timeout)
 
@@ -118,6 +119,7 @@ def enqueue_summarize(
 def enqueue_enhance(
     file: Annotated[Path, typer.Argument(help="UTF-8 text file, or - for stdin")],
     language: Annotated[str | None, typer.Option(help="output language, e.g. en")] = None,
+    cache: Annotated[bool, typer.Option(help="answer from the result cache if stored")] = True,
     wait: Annotated[bool, typer.Option(help="wait and print the result")] = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait with --wait")] = 600.0,
 ) -> None:
@@ -125,7 +127,43 @@ def enqueue_enhance(
     from structsum.client import enqueue_enhancement
 
     with typed_errors():
-        handle = enqueue_enhancement(read_text(file), language=language)
+        handle = enqueue_enhancement(read_text(file), language=language, use_cache=cache)
+        _finish(handle.id, handle, wait, timeout)
+
+
+@app.command("ask")
+def ask_command(
+    conversation: Annotated[str, typer.Argument(help="conversation id (any name you choose)")],
+    question: Annotated[str, typer.Argument(help="the question")],
+    file: Annotated[
+        Path | None, typer.Option("--text", help="the document, first question only (- stdin)")
+    ] = None,
+    job_id: Annotated[
+        str | None, typer.Option("--job", help="a finished summary job as the document")
+    ] = None,
+    template: Annotated[
+        str | None, typer.Option("--template", "-t", help="answer as this template's JSON")
+    ] = None,
+    language: Annotated[str | None, typer.Option(help="answer language, e.g. en")] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(help="cap on the answer's tokens [default: sampling.ask]")
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="wait and print the answer")] = True,
+    timeout: Annotated[float, typer.Option(help="seconds to wait")] = 600.0,
+) -> None:
+    """Ask a follow-up question about a document; the worker keeps the conversation."""
+    from structsum.client import ask
+
+    with typed_errors():
+        handle = ask(
+            conversation,
+            question,
+            text=None if file is None else read_text(file),
+            summary_job_id=job_id,
+            template_id=template,
+            language=language,
+            max_tokens=max_tokens,
+        )
         _finish(handle.id, handle, wait, timeout)
 
 
@@ -185,10 +223,13 @@ def stats(
         "avg latency s",
         "valid rate",
         "tokens out",
+        "cache hits",
+        "prefix hit rate",
     )
     for name, w in sorted(report["workers"].items()):
         s = w.get("structsum") or {}
         valid = s.get("valid_rate")
+        prefix = (s.get("engine") or {}).get("prefix_hit_rate")
         table.add_row(
             name,
             str(w.get("pool", "?")),
@@ -201,6 +242,8 @@ def stats(
             f"{s.get('avg_latency_s', 0.0):.2f}",
             "-" if valid is None else f"{valid:.0%}",
             str(s.get("completion_tokens", "?")),
+            str(s.get("cache_hits", "?")),
+            "-" if prefix is None else f"{prefix:.0%}",
         )
     console.print(table)
     if not report["workers"]:

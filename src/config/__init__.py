@@ -2,6 +2,8 @@
 
 from structsum.config.settings import (
     BudgetSettings,
+    CacheSettings,
+    ConversationSettings,
     EngineSettings,
     QueueSettings,
     RequestLimits,
@@ -13,6 +15,8 @@ from structsum.config.settings import (
 
 __all__ = [
     "BudgetSettings",
+    "CacheSettings",
+    "ConversationSettings",
     "EngineSettings",
     "QueueSettings",
     "RequestLimits",

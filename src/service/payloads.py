@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from structsum.config import Settings
 from structsum.errors import RequestInvalid, TextNotUtf8
-from structsum.models import EnhancementResult, SummaryResult
+from structsum.models import AskResult, EnhancementResult, SummaryResult
 
 RequestT = TypeVar("RequestT", bound=BaseModel)
 
@@ -64,6 +64,10 @@ def parse_request(
         ) from None
 
 
-def result_model(payload: Mapping[str, Any]) -> type[SummaryResult] | type[EnhancementResult]:
-    """Which result a stored payload is: only summaries carry a template id."""
+def result_model(
+    payload: Mapping[str, Any],
+) -> type[SummaryResult] | type[EnhancementResult] | type[AskResult]:
+    """Which result a stored payload is: answers carry a conversation, summaries a template."""
+    if "conversation_id" in payload:
+        return AskResult
     return SummaryResult if "template_id" in payload else EnhancementResult

@@ -15,7 +15,9 @@ from typing import Any
 
 from structsum.config import Settings
 from structsum.errors import EngineUnavailable, StructsumError
+from structsum.processors.ask import ConversationStore
 from structsum.processors.engine import Engine
+from structsum.processors.result_cache import ResultStore
 from structsum.processors.warmup import warm_grammars
 from structsum.service.metrics import MetricsServer, ServiceMetrics, StatsLogger
 from structsum.service.watchdog import (
@@ -51,6 +53,10 @@ class WorkerRuntime:
         self.metrics = metrics or ServiceMetrics()
         self._engine: Engine | None = None
         self._owns_engine = False
+        # The result cache the tasks pass to the processors; None: no caching.
+        self.result_store: ResultStore | None = None
+        # Where follow-up conversations live; None until started (ask needs one).
+        self.conversation_store: ConversationStore | None = None
         self._lock = threading.Lock()
         self._server: MetricsServer | None = None
         self._stats: StatsLogger | None = None
@@ -63,11 +69,30 @@ class WorkerRuntime:
 
     # --- lifecycle ----------------------------------------------------------------------
 
-    def start(self, engine: Engine | None = None) -> None:
-        """Load the engine (or adopt one, for tests) and start metrics; idempotent."""
+    def start(
+        self,
+        engine: Engine | None = None,
+        *,
+        result_store: ResultStore | None = None,
+        conversation_store: ConversationStore | None = None,
+    ) -> None:
+        """Load the engine (or adopt one, for tests) and start metrics; idempotent.
+
+        A runtime that loads its own engine (a worker) keeps its result cache (when
+        ``cache.enabled``) and its conversations in Redis; one that adopts an engine
+        uses the stores it is given, if any (tests never touch a shared Redis).
+        """
         with self._lock:
             if self._engine is not None:
                 return
+            if engine is None:
+                from structsum.service.stores import RedisConversationStore, RedisResultStore
+
+                conversation_store = RedisConversationStore(self.settings)
+                if self.settings.cache.enabled:
+                    result_store = RedisResultStore(self.settings)
+            self.result_store = result_store
+            self.conversation_store = conversation_store
             queue = self.settings.queue
             if queue.metrics_port:
                 self._server = MetricsServer(
@@ -96,6 +121,8 @@ class WorkerRuntime:
                 engine = load_engine(self.settings.engine, self.settings.cache_dir)
                 self._owns_engine = True
             self._engine = engine
+            # Prefix-cache and speculation figures, where the engine counts them (vLLM).
+            self.metrics.watch_engine(getattr(engine, "counters", None))
             seconds = time.perf_counter() - started
             self.metrics.record_engine_load(seconds)
             log.info("engine %s loaded in %.1f s", engine.model_name, seconds)

@@ -231,3 +231,30 @@ def test_aot_compile_setting_reaches_vllms_environment(
     monkeypatch.delenv("VLLM_USE_AOT_COMPILE")
     build_engine_args(EngineSettings(), str(tmp_path))  # None: vLLM's default
     assert "VLLM_USE_AOT_COMPILE" not in os.environ
+
+
+@pytest.mark.engine
+def test_the_second_job_of_a_template_hits_the_prefix_cache(engine: Any) -> None:
+    """Template text comes before the input, so two jobs of one template share a prefix."""
+    from structsum.config import Settings
+    from structsum.models import SummaryRequest
+    from structsum.processors.summary import prepare
+    from structsum.processors.templates import load_template
+
+    settings = Settings()
+    template = load_template(settings.template_dirs, "generic_summary_v1")
+    texts = ["Alice: we ship on Friday.", "Dan: the budget review moves to May."]
+    hits = []
+    for text in texts:
+        prepared = prepare(
+            template,
+            SummaryRequest(text=text, template_id=template.id),
+            engine=engine,
+            settings=settings,
+        )
+        before = engine.counters()
+        engine.generate([GenerationRequest(prepared.messages, SamplingSettings(max_tokens=2))])
+        step = engine.counters().delta(before)
+        assert step.prefix_queries > 0
+        hits.append(step.prefix_hits)
+    assert hits[1] > 0  # the template's part of the prompt was not computed again

@@ -15,6 +15,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from structsum.config import Settings
+from structsum.models import SummaryRequest
 from structsum.processors.rendering import render_prompt
 from structsum.processors.simplify import simplify_schema
 from structsum.processors.template_check import grammar_accepts
@@ -183,3 +184,16 @@ def _walk(node: Any) -> Iterator[dict[str, Any]]:
     elif isinstance(node, list):
         for value in node:
             yield from _walk(value)
+
+
+def test_the_text_comes_last_so_jobs_of_a_template_share_a_prefix(template: Template) -> None:
+    """vLLM's prefix cache reuses the template's part of the prompt only if it comes first."""
+    from structsum.processors.summary import _messages
+
+    first = _messages(template, SummaryRequest(text="FIRST", template_id=template.id), "FIRST")
+    second = _messages(template, SummaryRequest(text="SECOND", template_id=template.id), "SECOND")
+    prompt, other = first[-1]["content"], second[-1]["content"]
+    before, after = prompt.split("FIRST")
+    assert first[:-1] == second[:-1]  # the system message is the same for every job
+    assert other == before + "SECOND" + after
+    assert len(after) <= len('\n"""')  # at most the closing quotes follow the text

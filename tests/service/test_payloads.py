@@ -7,7 +7,14 @@ import json
 import pytest
 
 from structsum.errors import EmptyText, RequestInvalid, TextNotUtf8
-from structsum.models import EnhancementRequest, EnhancementResult, SummaryRequest, SummaryResult
+from structsum.models import (
+    AskRequest,
+    AskResult,
+    EnhancementRequest,
+    EnhancementResult,
+    SummaryRequest,
+    SummaryResult,
+)
 from structsum.service.payloads import decode_text, parse_request, result_model
 
 
@@ -66,6 +73,20 @@ def test_decode_text_is_strict() -> None:
 def test_result_model_by_shape() -> None:
     assert result_model({"template_id": "t", "data": {}}) is SummaryResult
     assert result_model({"text": "x"}) is EnhancementResult
+    assert result_model({"conversation_id": "c1", "answer": "x"}) is AskResult
+
+
+def test_ask_requests_name_one_document_and_a_valid_conversation_id() -> None:
+    with pytest.raises(RequestInvalid):
+        parse_request(
+            AskRequest,
+            (),
+            {"conversation_id": "c1", "question": "q?", "text": "t", "summary_job_id": "j"},
+        )
+    with pytest.raises(RequestInvalid):
+        parse_request(AskRequest, (), {"conversation_id": "has space", "question": "q?"})
+    with pytest.raises(EmptyText):
+        parse_request(AskRequest, (), {"conversation_id": "c1", "question": "  "})
 
 
 def test_the_worker_rechecks_size_and_limits_with_its_settings() -> None:

@@ -1,0 +1,160 @@
+"""Follow-up questions: history trimming (real tokenizer), prompt layout, stored turns."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from structsum.config import ConversationSettings, Settings
+from structsum.errors import ConversationMismatch, EmptyText
+from structsum.models import AskRequest, Turn
+from structsum.processors.ask import ask, trim_history
+from structsum.processors.engine import GenerationRequest
+from tests.fakes import FakeEngine, MemoryStore
+
+DOCUMENT = "Alice: we ship v2 on Friday. Bob: I write the release notes by Thursday."
+EXAMPLE = (
+    Path(__file__).parents[2] / "schemas" / "generic_summary_v1" / "example.json"
+).read_text()
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Any:
+    """The bundled model's own tokenizer (what the engine counts with), if prepared."""
+    transformers = pytest.importorskip("transformers")
+    from structsum.errors import ModelPreparationError
+    from structsum.processors.model_store import (
+        bundled_gguf_path,
+        converted_model_dir,
+        is_prepared,
+    )
+
+    try:
+        folder = converted_model_dir(Settings().cache_dir, bundled_gguf_path())
+    except ModelPreparationError:
+        pytest.skip("bundled model package not installed")
+    if not is_prepared(folder):
+        pytest.skip("bundled model not converted yet (make model)")
+    return transformers.AutoTokenizer.from_pretrained(str(folder))
+
+
+def turns(count: int) -> list[Turn]:
+    return [
+        Turn(question=f"Question number {i}: who writes the notes?", answer=f"Bob, answer {i}.")
+        for i in range(1, count + 1)
+    ]
+
+
+def test_trim_keeps_the_most_recent_turns_first(tokenizer: Any) -> None:
+    def count(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False))
+
+    kept = trim_history(turns(10), max_turns=4, max_tokens=10_000, count=count)
+    assert [t.answer for t in kept] == [f"Bob, answer {i}." for i in (7, 8, 9, 10)]
+
+
+def test_trim_then_drops_whole_turns_to_the_token_limit(tokenizer: Any) -> None:
+    def count(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False))
+
+    history = turns(10)
+    sizes = [count(t.question) + count(t.answer) for t in history]
+    assert min(sizes) > 10  # real BPE tokens, not words
+    last_three = sum(sizes[-3:])
+
+    assert trim_history(history, max_turns=8, max_tokens=last_three, count=count) == history[-3:]
+    # one token less and the third-newest turn no longer fits: whole turns go, never halves
+    assert trim_history(history, max_turns=8, max_tokens=last_three - 1, count=count) == (
+        history[-2:]
+    )
+
+
+def test_trim_to_zero_turns() -> None:
+    assert trim_history(turns(3), max_turns=0, max_tokens=1_000, count=len) == []
+    assert trim_history(turns(3), max_turns=3, max_tokens=0, count=len) == []
+
+
+def settings(**conversation: Any) -> Settings:
+    return Settings(conversation=ConversationSettings(**conversation))
+
+
+def question(asked: str, **fields: Any) -> AskRequest:
+    return AskRequest(conversation_id="c1", question=asked, **fields)
+
+
+def answers(request: GenerationRequest) -> tuple[str, str]:
+    return (f"answer to: {request.messages[-1]['content']}", "stop")
+
+
+def test_each_prompt_starts_with_the_previous_prompt_and_answer() -> None:
+    """Fixed parts first, byte-identical across turns: what the prefix cache reuses."""
+    engine, store = FakeEngine(answers), MemoryStore()
+    config = settings(max_history_turns=10, max_history_tokens=10_000)
+    ask(question("Who ships?", text=DOCUMENT), document=DOCUMENT, engine=engine,
+        settings=config, store=store)  # fmt: skip
+    for i in range(2, 5):
+        ask(question(f"Question {i}?"), document=None, engine=engine, settings=config, store=store)
+
+    prompts = [r.messages for r in engine.requests]
+    for earlier, later in itertools.pairwise(prompts):
+        answer = {"role": "assistant", "content": f"answer to: {earlier[-1]['content']}"}
+        assert later[: len(earlier) + 1] == [*earlier, answer]
+    assert prompts[0][0]["role"] == "system" and DOCUMENT in prompts[0][0]["content"]
+    assert all(p[0] == prompts[0][0] for p in prompts)
+
+
+def test_history_is_trimmed_and_stored_with_the_ttl() -> None:
+    engine, store = FakeEngine(answers), MemoryStore()
+    config = settings(max_history_turns=2, max_history_tokens=10_000, ttl_s=90)
+    ask(question("Q1?", text=DOCUMENT), document=DOCUMENT, engine=engine, settings=config,
+        store=store)  # fmt: skip
+    results = [
+        ask(question(f"Q{i}?"), document=None, engine=engine, settings=config, store=store)
+        for i in range(2, 6)
+    ]
+
+    assert [r.turn for r in results] == [2, 3, 4, 5]
+    assert [r.history_turns for r in results] == [1, 2, 2, 2]
+    last = engine.requests[-1].messages
+    assert [m["content"] for m in last if m["role"] == "user"] == ["Q3?", "Q4?", "Q5?"]
+    assert set(store.ttls) == {90}
+    store.now = 91.0  # expired: the conversation is gone
+    with pytest.raises(EmptyText):
+        ask(question("Q6?"), document=None, engine=engine, settings=config, store=store)
+
+
+def test_another_document_in_the_same_conversation_is_refused() -> None:
+    engine, store = FakeEngine(answers), MemoryStore()
+    ask(question("Q1?", text=DOCUMENT), document=DOCUMENT, engine=engine, settings=settings(),
+        store=store)  # fmt: skip
+    with pytest.raises(ConversationMismatch):
+        ask(question("Q2?", text="Another text."), document="Another text.", engine=engine,
+            settings=settings(), store=store)  # fmt: skip
+
+
+def test_a_template_guides_the_answer_and_validates_it() -> None:
+    engine = FakeEngine(lambda r: (EXAMPLE, "stop"))
+    result = ask(
+        question("Summarize it.", text=DOCUMENT, template_id="generic_summary_v1"),
+        document=DOCUMENT,
+        engine=engine,
+        settings=settings(),
+        store=MemoryStore(),
+    )
+    assert engine.requests[0].guide is not None
+    assert result.valid and result.data == json.loads(EXAMPLE)
+
+
+def test_free_answers_use_the_ask_sampling_with_stop_strings() -> None:
+    engine = FakeEngine(answers)
+    config = settings()
+    result = ask(question("Who?", text=DOCUMENT), document=DOCUMENT, engine=engine,
+                 settings=config, store=MemoryStore())  # fmt: skip
+    sent = engine.requests[0]
+    assert sent.guide is None and result.valid is None and result.data is None
+    assert sent.sampling == config.sampling.ask
+    assert sent.sampling.stop and sent.sampling.skip_special_tokens
