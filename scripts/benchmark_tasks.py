@@ -190,14 +190,12 @@ def started_worker_jobs(args: argparse.Namespace) -> Jobs:
 
 def engine_figures(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Cumulative prefix-cache/speculation counters by engine: this process's, or workers'."""
-    from structsum.config import get_settings
 
     if not args.via_queue:
-        from structsum.processors.engine import load_engine
+        from structsum.processors.engine import loaded_engine
 
-        settings = get_settings()
-        engine = load_engine(settings.engine, settings.cache_dir)  # the one already loaded
-        return {"in-process": engine.counters().as_dict()}
+        engine = loaded_engine()  # the jobs' engine; none when they run without one
+        return {"in-process": engine.counters().as_dict()} if engine is not None else {}
     from structsum.service.stats import collect
 
     workers = collect(timeout=2.0)["workers"]

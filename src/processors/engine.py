@@ -257,6 +257,12 @@ def load_engine(settings: EngineSettings, cache_dir: Any) -> VllmEngine:
         return _engine
 
 
+def loaded_engine() -> VllmEngine | None:
+    """The process's engine if one was loaded, without loading one (figures, stats)."""
+    with _engine_lock:
+        return _engine
+
+
 def forget_engine() -> None:
     """Abandon the process's engine after its processes were killed (see ``abandon``)."""
     global _engine
