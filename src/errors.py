@@ -186,15 +186,6 @@ class PoisonSuspected(StructsumError):
     )
 
 
-class JobUnknown(StructsumError):
-    """No job with this id is queued, running or finished (or its record expired)."""
-
-    hint = (
-        "check the id; a job enqueued by structsum.client is known until its result expires, "
-        "so an unknown one was never sent, has expired, or was lost with a Redis restart"
-    )
-
-
 class IdempotencyKeyReused(InputError):
     """The idempotency key was already used for a different request."""
 
@@ -228,6 +219,17 @@ class ResultTimeout(StructsumError):
 
     retryable = True
     hint = "wait longer, or check that a worker is running (`structsum stats`)"
+
+
+class JobUnknown(ResultTimeout):
+    """No job with this id is queued, running or finished (or its record expired)."""
+
+    retryable = False
+
+    hint = (
+        "check the id; a job enqueued by structsum.client is known until its result expires, "
+        "so an unknown one was never sent, has expired, or was lost with a Redis restart"
+    )
 
 
 class PlotUnavailable(StructsumError):
