@@ -32,6 +32,7 @@ import re
 import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,7 @@ class Fleet:
         self.workdir = workdir
         self.concurrency = concurrency
         self.workers: list[WorkerProcess] = []
+        self.ports: list[int] = []
         self.peak_rss_mib = 0.0
         self.starts: list[float] = []  # seconds each worker took to answer a ping
         self._stop = threading.Event()
@@ -87,7 +89,8 @@ class Fleet:
 
     def start(self) -> float:
         """Start the next worker; seconds until it answered a ping."""
-        os.environ["STRUCTSUM_QUEUE__METRICS_PORT"] = str(free_port())
+        self.ports.append(free_port())
+        os.environ["STRUCTSUM_QUEUE__METRICS_PORT"] = str(self.ports[-1])
         started = time.monotonic()
         log_path = self.workdir / f"w{len(self.workers) + 1}.log"
         worker = WorkerProcess.start(self.settings, log_path=log_path, concurrency=self.concurrency)
@@ -97,6 +100,17 @@ class Fleet:
 
     def kill(self) -> None:
         self.current.kill()
+
+    def in_flight(self) -> int:
+        """Jobs the current worker runs now (its /metrics)."""
+        url = f"http://127.0.0.1:{self.ports[-1]}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            return 0
+        found = re.search(r"^structsum_jobs_in_flight ([0-9.]+)$", text, re.MULTILINE)
+        return int(float(found.group(1))) if found else 0
 
     def successes(self) -> collections.Counter[str]:
         found: collections.Counter[str] = collections.Counter()
@@ -136,9 +150,6 @@ class Audit:
         for raw in self.redis.hvals(f"{prefix}unacked"):
             ids.add(json.loads(raw)[0]["headers"]["id"])
         return ids
-
-    def in_flight(self) -> int:
-        return int(self.redis.hlen(f"{self.queue.key_prefix}unacked"))
 
     def settle(self, ids: list[str], timeout_s: float) -> None:
         """Wait until every job is terminal, or nothing moved for QUIET_S, or the timeout."""
@@ -231,10 +242,10 @@ def run_kills(args: argparse.Namespace, fleet: Fleet, audit: Audit, rng: random.
     fleet.peak_rss_mib = 0.0
     phase.ids = enqueue(fleet.settings, args.jobs, 0)
     for _ in range(args.kills):
-        wait_for(lambda: audit.in_flight() >= args.concurrency, 120)
+        wait_for(lambda: fleet.in_flight() >= args.concurrency, 180)
         time.sleep(rng.uniform(0, args.kill_jitter_s))
         phase.faults.append(time.time())
-        print(f"kill {len(phase.faults)}: {audit.in_flight()} unacked", flush=True)
+        print(f"kill {len(phase.faults)}: {fleet.in_flight()} in flight", flush=True)
         fleet.kill()
         fleet.start()
     audit.settle(phase.ids, args.settle_s)
@@ -252,10 +263,10 @@ def run_redis_crash(
         audit.redis.config_set("appendonly", "yes" if aof else "no")
         store.aof = aof
     phase.ids = enqueue(fleet.settings, args.redis_jobs, first)
-    wait_for(lambda: audit.in_flight() >= args.concurrency // 2, 120)
+    wait_for(lambda: fleet.in_flight() >= args.concurrency // 2, 180)
     time.sleep(1.5)  # the enqueues are older than AOF's one-second fsync window
     phase.faults.append(time.time())
-    print(f"{phase.name}: kill -9 with {audit.in_flight()} unacked", flush=True)
+    print(f"{phase.name}: kill -9 with {fleet.in_flight()} in flight", flush=True)
     store.restart(down_s=args.redis_down_s)
     audit.settle(phase.ids, args.settle_s)
     phase.peak_rss_mib, phase.seconds = fleet.peak_rss_mib, time.monotonic() - started
