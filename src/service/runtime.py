@@ -213,20 +213,25 @@ class WorkerRuntime:
         state.should_stop = ENGINE_DEAD_EXIT_CODE
         if first:
             log.critical("%s; this worker stops taking jobs and exits", reason)
-            if self.claims is not None:
-                # Poison-job accounting: every job in flight witnessed this failure.
-                counts = self.claims.record_witnesses()
-                if counts:
-                    log.warning(
-                        "engine failure recorded for %d job(s) in flight",
-                        len(counts),
-                        extra={"witnessed": ",".join(f"{k}:{v}" for k, v in counts.items())},
-                    )
             grace = self.settings.queue.watchdog_exit_grace_s
             if self._exit_later is not None:
                 self._exit_later(grace)
             elif self._owns_engine:
                 hard_exit_later(grace)
+            # After the exit is armed: an unreachable Redis may take seconds to fail.
+            self._record_witnesses()
+
+    def _record_witnesses(self) -> None:
+        """Poison-job accounting: every job in flight witnessed this failure."""
+        if self.claims is None:
+            return
+        counts = self.claims.record_witnesses()
+        if counts:
+            log.warning(
+                "engine failure recorded for %d job(s) in flight",
+                len(counts),
+                extra={"witnessed": ",".join(f"{k}:{v}" for k, v in counts.items())},
+            )
 
     # --- health -------------------------------------------------------------------------
 
