@@ -221,10 +221,8 @@ class ResultTimeout(StructsumError):
     hint = "wait longer, or check that a worker is running (`structsum stats`)"
 
 
-class JobUnknown(ResultTimeout):
+class JobUnknown(StructsumError):
     """No job with this id is queued, running or finished (or its record expired)."""
-
-    retryable = False
 
     hint = (
         "check the id; a job enqueued by structsum.client is known until its result expires, "

@@ -258,7 +258,7 @@ def test_a_recorded_job_whose_record_vanished_is_unknown_at_once(fake_app: FakeA
 def test_an_unknown_id_from_elsewhere_is_waited_for_then_unknown(fake_app: FakeApp) -> None:
     """A plain send_task leaves no record: its id may still be queued, so wait first."""
     handle = client.job("typo")
-    with pytest.raises(JobUnknown):  # still a ResultTimeout for callers that catch that
+    with pytest.raises(JobUnknown):
         handle.result(0.3)
 
 
