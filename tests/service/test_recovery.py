@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import os
 import re
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -113,7 +114,8 @@ class Story:
 @pytest.fixture(scope="module")
 def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
     directory = tmp_path_factory.mktemp("recovery")
-    store = PrivateRedis(Path(f"/tmp/structsum-rec-{os.getpid()}"), aof=True).start()
+    redis_dir = Path(f"/tmp/structsum-rec-{os.getpid()}")
+    store = PrivateRedis(redis_dir, aof=True).start()
     story = Story(store, directory)
     try:
         yield story
@@ -121,6 +123,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
         for worker in story.workers:
             worker.kill()
         store.stop()
+        shutil.rmtree(redis_dir, ignore_errors=True)
 
 
 def wait_in_flight(worker: WorkerProcess, count: int, timeout: float = 120) -> None:
