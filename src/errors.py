@@ -189,6 +189,21 @@ class JobTimeout(StructsumError):
     hint = "the engine is overloaded or hung; retry later, or raise STRUCTSUM_QUEUE__JOB_DEADLINE_S"
 
 
+class PoisonSuspected(StructsumError):
+    """The job was in flight each time an engine died or hung, often enough to be the cause."""
+
+    hint = (
+        "the request may crash the engine (e.g. its template's grammar or its size); "
+        "check the worker logs for this task id, change the request, and send it again"
+    )
+
+
+class IdempotencyKeyReused(InputError):
+    """The idempotency key was already used for a different request."""
+
+    hint = "use a new idempotency key for a different request"
+
+
 class ModelPreparationError(StructsumError):
     """The bundled model could not be found or converted to a HF folder."""
 
@@ -216,6 +231,15 @@ class ResultTimeout(StructsumError):
 
     retryable = True
     hint = "wait longer, or check that a worker is running (`structsum stats`)"
+
+
+class JobUnknown(StructsumError):
+    """No job with this id is queued, running or finished (or its record expired)."""
+
+    hint = (
+        "check the id; a job enqueued by structsum.client is known until its result expires, "
+        "so an unknown one was never sent, has expired, or was lost with a Redis restart"
+    )
 
 
 class PlotUnavailable(StructsumError):

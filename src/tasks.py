@@ -17,9 +17,9 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from celery import Task
-from celery.exceptions import ImproperlyConfigured
-from celery.signals import celeryd_after_setup, worker_shutdown
+from celery import Task, states
+from celery.exceptions import Ignore, ImproperlyConfigured
+from celery.signals import celeryd_after_setup, task_postrun, worker_shutdown
 from celery.worker.control import inspect_command
 from pydantic import BaseModel
 
@@ -27,6 +27,7 @@ from structsum.config import Settings, get_settings
 from structsum.errors import (
     EngineError,
     EngineUnavailable,
+    PoisonSuspected,
     ServiceUnavailable,
     StructsumError,
     SummaryNotReady,
@@ -51,6 +52,7 @@ from structsum.service.app import (
     ENQUEUED_AT_HEADER,
     SHARED_ENGINE_POOLS,
     SUMMARIZE,
+    TASK_NAMES,
     build_app,
 )
 from structsum.service.payloads import parse_request
@@ -122,6 +124,7 @@ def _run(
 ) -> dict[str, Any]:
     rt = runtime()
     with rt.metrics.job(task.name, enqueued_at=_enqueued_at(task)):
+        _claim(task, rt)
         # The deadline starts when the job starts; every engine call of it shares it.
         deadline = deadline_in(rt.settings.queue.job_deadline_s)
         request = parse_request(model, args, kwargs, rt.settings)
@@ -137,6 +140,36 @@ def _run(
         rt.breaker.success()
     rt.metrics.record_result(task.name, result)
     return result.model_dump(mode="json")
+
+
+def _claim(task: Task, rt: WorkerRuntime) -> None:
+    """Make this the only run of the job; drop a copy of a finished job; refuse a poison one.
+
+    The claim is released after Celery stored the outcome (``task_postrun``), so a
+    copy waiting on it sees SUCCESS before it could run.
+    """
+    claims, task_id = rt.claims, task.request.id
+    if claims is None or not task_id:
+        return
+    queue = rt.settings.queue
+
+    def succeeded() -> bool:
+        return bool(task.AsyncResult(task_id).state == states.SUCCESS)
+
+    wait_s = queue.job_deadline_s + queue.claim_ttl_s
+    if not claims.acquire(task_id, wait_s=wait_s, done=succeeded):
+        raise Ignore()
+    if succeeded():  # finished between Celery's redelivery check and the claim
+        claims.release(task_id)
+        log.warning("job %s already succeeded; this redelivered copy is dropped", task_id)
+        raise Ignore()
+    witnessed = claims.witnessed(task_id)
+    if witnessed >= queue.poison_failures:
+        raise PoisonSuspected(
+            f"job {task_id} was in flight at {witnessed} engine failures (death or hang); "
+            "it is not run again",
+            {"task_id": task_id, "engine_failures": witnessed},
+        )
 
 
 def _enqueued_at(task: Task) -> float | None:
@@ -261,6 +294,15 @@ def _load_engine(sender: Any = None, instance: Any = None, **_: Any) -> None:
         )
     log.info("loading the engine once for the %s pool, concurrency %s", pool, instance.concurrency)
     rt.start()
+
+
+@task_postrun.connect
+def _release_claim(sender: Any = None, task_id: str | None = None, **_: Any) -> None:
+    """After the outcome is stored (success, failure, retry published): free the job id."""
+    if task_id and getattr(sender, "name", None) in TASK_NAMES:
+        claims = runtime().claims
+        if claims is not None:
+            claims.release(task_id)
 
 
 @worker_shutdown.connect

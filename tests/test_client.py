@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -14,6 +15,8 @@ import structsum.client as client
 from structsum.config import QueueSettings, Settings
 from structsum.errors import (
     EmptyText,
+    IdempotencyKeyReused,
+    JobUnknown,
     RequestInvalid,
     ResultTimeout,
     ServiceUnavailable,
@@ -43,10 +46,39 @@ ENHANCED = EnhancementResult(
 ).model_dump(mode="json")
 
 
-class FakeApp:
+class FakeStore:
+    """The few Redis commands the client uses for job records."""
+
     def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+        self.ttl: dict[str, int] = {}
+
+    def set(self, key: str, value: str, nx: bool = False, ex: int | None = None) -> bool:
+        if nx and key in self.data:
+            return False
+        self.data[key] = value
+        if ex is not None:
+            self.ttl[key] = ex
+        return True
+
+    def get(self, key: str) -> str | None:
+        return self.data.get(key)
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+    def exists(self, key: str) -> int:
+        return int(key in self.data)
+
+
+class FakeApp:
+    def __init__(self, publish_error: Exception | None = None) -> None:
         self.sent: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
         self.expires: list[float | None] = []
+        self.ids: list[str] = []
+        self.backend = SimpleNamespace(client=FakeStore())
+        self.conf = SimpleNamespace(result_backend_transport_options={"global_keyprefix": "p:"})
+        self.publish_error = publish_error
 
     def send_task(
         self,
@@ -54,21 +86,37 @@ class FakeApp:
         *,
         kwargs: dict[str, Any],
         headers: dict[str, Any],
+        task_id: str,
         expires: float | None = None,
     ) -> Any:
+        if self.publish_error is not None:
+            raise self.publish_error
         self.sent.append((name, kwargs, headers))
         self.expires.append(expires)
-        return FakeAsyncResult(f"id-{len(self.sent)}", ENHANCED)
+        self.ids.append(task_id)
+        return FakeAsyncResult(task_id, ENHANCED, app=self)
+
+    def AsyncResult(self, task_id: str) -> FakeAsyncResult:  # Celery's name
+        return FakeAsyncResult(task_id, None, "PENDING", CeleryTimeoutError("late"), app=self)
 
 
 class FakeAsyncResult:
     """Just enough of celery's AsyncResult: get(propagate=False), failed(), state."""
 
-    def __init__(self, task_id: str, value: Any, state: str = "SUCCESS", raises: Any = None):
+    def __init__(
+        self,
+        task_id: str,
+        value: Any,
+        state: str = "SUCCESS",
+        raises: Any = None,
+        app: FakeApp | None = None,
+    ):
         self.id = task_id
         self.value = value
         self.state = state
         self.raises = raises
+        self.app = app or FakeApp()
+        self.backend = self.app.backend
 
     def get(self, timeout: float | None = None, propagate: bool = True) -> Any:
         assert propagate is False
@@ -92,7 +140,7 @@ def test_enqueue_summary_sends_a_validated_json_payload(fake_app: FakeApp) -> No
     handle = client.enqueue_summary(
         b"Some text", "generic_summary_v1", language="en", variables={"team": "web"}
     )
-    assert handle.id == "id-1"
+    assert handle.id == fake_app.ids[0]
     name, kwargs, headers = fake_app.sent[0]
     assert name == SUMMARIZE
     assert kwargs == {
@@ -184,13 +232,66 @@ def test_a_result_of_the_wrong_shape_is_task_failed() -> None:
 
 
 def test_timeout_is_result_timeout() -> None:
-    handle = client.JobHandle(
-        FakeAsyncResult("a", None, "PENDING", raises=CeleryTimeoutError("late")),
-        SummaryResult,  # type: ignore[arg-type]
-    )
+    queued = FakeAsyncResult("a", None, "PENDING", raises=CeleryTimeoutError("late"))
+    queued.backend.client.set("p:structsum-submitted-a", "{}")  # enqueued, not yet run
+    handle = client.JobHandle(queued, SummaryResult)  # type: ignore[arg-type]
     with pytest.raises(ResultTimeout) as info:
         handle.result(0.5)
     assert info.value.details == {"task_id": "a", "timeout_s": 0.5}
+
+
+def test_every_enqueued_job_is_recorded_so_an_unknown_id_is_told_apart(
+    fake_app: FakeApp,
+) -> None:
+    handle = client.enqueue_enhancement("text")
+    store = fake_app.backend.client
+    key = f"p:structsum-submitted-{handle.id}"
+    queue = Settings().queue
+    assert key in store.data
+    assert store.ttl[key] == queue.message_expires_s + queue.result_expires_s
+    # queued: Celery says PENDING and the record exists; a stranger's id has neither
+    assert client.JobHandle(fake_app.AsyncResult(handle.id)).state == "PENDING"
+    assert client.JobHandle(fake_app.AsyncResult("typo")).state == "UNKNOWN"
+
+
+def test_a_recorded_job_whose_record_vanished_is_unknown_at_once(fake_app: FakeApp) -> None:
+    """Redis restarted without persistence: the client stops waiting, typed."""
+    handle = client.enqueue_enhancement("text")
+    lost = client.JobHandle(fake_app.AsyncResult(handle.id), recorded=True)
+    fake_app.backend.client.data.clear()
+    started = time.monotonic()
+    with pytest.raises(JobUnknown) as info:
+        lost.result(60)
+    assert time.monotonic() - started < 10  # one poll, not the 60 s timeout
+    assert info.value.details == {"task_id": handle.id}
+    assert not info.value.retryable
+
+
+def test_an_unknown_id_from_elsewhere_is_waited_for_then_unknown(fake_app: FakeApp) -> None:
+    """A plain send_task leaves no record: its id may still be queued, so wait first."""
+    handle = client.job("typo")
+    with pytest.raises(JobUnknown):
+        handle.result(0.3)
+
+
+def test_one_idempotency_key_gives_one_job(fake_app: FakeApp) -> None:
+    first = client.enqueue_summary("text", "t1", idempotency_key="order-17")
+    again = client.enqueue_summary("text", "t1", idempotency_key="order-17")
+    assert first.id == again.id == client.task_id_for("order-17")
+    assert len(fake_app.sent) == 1
+    with pytest.raises(IdempotencyKeyReused):
+        client.enqueue_summary("other text", "t1", idempotency_key="order-17")
+    assert len(fake_app.sent) == 1
+    other = client.enqueue_summary("text", "t1", idempotency_key="order-18")
+    assert other.id != first.id and len(fake_app.sent) == 2
+
+
+def test_a_failed_publish_leaves_no_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    app = FakeApp(publish_error=OperationalError("refused"))
+    monkeypatch.setattr(client, "client_app", lambda settings=None: app)
+    with pytest.raises(ServiceUnavailable):
+        client.enqueue_enhancement("text", idempotency_key="k")
+    assert app.backend.client.data == {}  # a retry with the same key sends the job
 
 
 def test_lost_redis_is_service_unavailable() -> None:

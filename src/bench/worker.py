@@ -113,6 +113,14 @@ class WorkerProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
         return self.process.returncode
 
+    def kill(self) -> int | None:
+        """SIGKILL the process group (worker and engine processes) at once, as a crash would."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=WORKER_STOP_TIMEOUT_S)
+        return self.process.returncode
+
     def __enter__(self) -> WorkerProcess:
         return self
 

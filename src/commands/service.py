@@ -183,7 +183,7 @@ def result(
     wait: Annotated[bool, typer.Option(help="wait for a job that is not finished")] = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait with --wait")] = 600.0,
 ) -> None:
-    """Print a job's result; exit 3 while it is not finished (PENDING also means unknown)."""
+    """Print a job's result; exit 3 while it is not finished (PENDING, or UNKNOWN id)."""
     from structsum.client import job
 
     with typed_errors():

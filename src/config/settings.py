@@ -283,6 +283,30 @@ class QueueSettings(BaseModel):
         ge=1,
         description="this many engine errors in a row stop the worker (circuit breaker)",
     )
+    claim_ttl_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="a running job holds a claim on its id in Redis, renewed while it runs; "
+        "a redelivered copy waits while it is held. A killed worker's claims expire after this",
+    )
+    redelivery_sweep_s: int = Field(
+        default=10,
+        ge=1,
+        description="how often a worker looks for unacknowledged jobs older than the "
+        "visibility timeout and queues them again (kombu's default is ~100 s)",
+    )
+    poison_failures: int = Field(
+        default=2,
+        ge=1,
+        description="a job in flight at this many engine failures (death or hang) fails as "
+        "PoisonSuspected instead of running again",
+    )
+    consumption_stall_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="jobs waiting in the queue and none taken by this worker for this long: "
+        "it stopped consuming (e.g. after a Redis restart) and exits with status 70; 0: off",
+    )
     redis_check: Literal["off", "warn", "refuse"] = Field(
         default="warn",
         description="at worker start, check Redis persistence (AOF or RDB) and "

@@ -33,7 +33,13 @@ def celery_config(queue: QueueSettings) -> dict[str, Any]:
     """Celery settings for the queue group: one mapping, reviewed in one place."""
     # Celery's Redis caveat: the visibility timeout must be set in all three places
     # (broker and result backend transport options, and the top-level setting).
-    broker_options: dict[str, Any] = {"visibility_timeout": queue.visibility_timeout_s}
+    broker_options: dict[str, Any] = {
+        "visibility_timeout": queue.visibility_timeout_s,
+        # kombu looks for overdue unacked jobs every interval x throttle seconds
+        # (10 x 10 by default); one look per redelivery_sweep_s bounds recovery.
+        "unacked_restore_interval": queue.redelivery_sweep_s,
+        "unacked_restore_throttle": 1,
+    }
     backend_options: dict[str, Any] = {"visibility_timeout": queue.visibility_timeout_s}
     if queue.key_prefix:
         # kombu prefixes every Redis key and list it uses (queues, unacked, bindings);
@@ -56,7 +62,8 @@ def celery_config(queue: QueueSettings) -> dict[str, Any]:
         # unacked and Redis delivers it again after the visibility timeout.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        # A redelivered job whose id already succeeded is skipped, not run again.
+        # A redelivered job whose id already succeeded is skipped, not run again; a copy
+        # of a job still running elsewhere waits on that run's claim (service/claims.py).
         "worker_deduplicate_successful_tasks": True,
         "task_track_started": True,
         "worker_prefetch_multiplier": queue.prefetch_multiplier,

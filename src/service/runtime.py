@@ -19,10 +19,12 @@ from structsum.processors.ask import ConversationStore
 from structsum.processors.engine import Engine
 from structsum.processors.result_cache import ResultStore
 from structsum.processors.warmup import warm_grammars
+from structsum.service.claims import JobClaims
 from structsum.service.metrics import MetricsServer, ServiceMetrics, StatsLogger
 from structsum.service.watchdog import (
     ENGINE_DEAD_EXIT_CODE,
     CircuitBreaker,
+    ConsumptionWatchdog,
     EngineWatchdog,
     hard_exit_later,
     kill_descendants,
@@ -61,6 +63,10 @@ class WorkerRuntime:
         self._server: MetricsServer | None = None
         self._stats: StatsLogger | None = None
         self._watchdog: EngineWatchdog | None = None
+        self._consumption: ConsumptionWatchdog | None = None
+        # Claims on running jobs (one run per job) and engine failures witnessed;
+        # None where no Redis backs the runtime (eager tests over a fake engine).
+        self.claims: JobClaims | None = None
         self.breaker = CircuitBreaker(settings.queue.breaker_engine_errors, self.fail)
         # Why this worker can no longer serve (watchdog, breaker, dead engine); None: healthy.
         self.failure: str | None = None
@@ -72,15 +78,17 @@ class WorkerRuntime:
     def start(
         self,
         engine: Engine | None = None,
+        claims: JobClaims | None = None,
         *,
         result_store: ResultStore | None = None,
         conversation_store: ConversationStore | None = None,
     ) -> None:
         """Load the engine (or adopt one, for tests) and start metrics; idempotent.
 
-        A runtime that loads its own engine (a worker) keeps its result cache (when
-        ``cache.enabled``) and its conversations in Redis; one that adopts an engine
-        uses the stores it is given, if any (tests never touch a shared Redis).
+        A runtime that loads its own engine (a worker) claims its jobs in Redis,
+        watches its consumption, and keeps its result cache (when ``cache.enabled``)
+        and its conversations in Redis. One that adopts an engine uses the claims and
+        stores it is given, if any (tests never touch a shared Redis).
         """
         with self._lock:
             if self._engine is not None:
@@ -137,6 +145,25 @@ class WorkerRuntime:
                 on_trip=self.fail,
             )
             self._watchdog.start()
+            if claims is None and self._owns_engine:
+                claims = JobClaims.from_url(
+                    queue.backend_url,
+                    prefix=queue.key_prefix,
+                    ttl_s=queue.claim_ttl_s,
+                    witness_ttl_s=queue.result_expires_s,
+                )
+            self.claims = claims
+            if claims is not None:
+                claims.start()
+            if self._owns_engine and queue.consumption_stall_s > 0:
+                self._consumption = ConsumptionWatchdog(
+                    queued=_queue_length(queue.broker_url, queue.key_prefix + queue.queue_name),
+                    reserved=_reserved_jobs,
+                    interval_s=queue.watchdog_interval_s,
+                    stall_s=queue.consumption_stall_s,
+                    on_trip=self.fail,
+                )
+                self._consumption.start()
 
     def _warm(self, engine: Engine) -> None:
         """Compile the grammars now; a failure only costs the first jobs their compile."""
@@ -150,6 +177,12 @@ class WorkerRuntime:
             if self._watchdog is not None:
                 self._watchdog.stop()
                 self._watchdog = None
+            if self._consumption is not None:
+                self._consumption.stop()
+                self._consumption = None
+            if self.claims is not None:
+                self.claims.close()
+                self.claims = None
             if self._stats is not None:
                 log.info("stats %s", self._stats.line())
                 self._stats.stop()
@@ -210,6 +243,20 @@ class WorkerRuntime:
                 self._exit_later(grace)
             elif self._owns_engine:
                 hard_exit_later(grace)
+            # After the exit is armed: an unreachable Redis may take seconds to fail.
+            self._record_witnesses()
+
+    def _record_witnesses(self) -> None:
+        """Poison-job accounting: every job in flight witnessed this failure."""
+        if self.claims is None:
+            return
+        counts = self.claims.record_witnesses()
+        if counts:
+            log.warning(
+                "engine failure recorded for %d job(s) in flight",
+                len(counts),
+                extra={"witnessed": ",".join(f"{k}:{v}" for k, v in counts.items())},
+            )
 
     # --- health -------------------------------------------------------------------------
 
@@ -238,6 +285,8 @@ class WorkerRuntime:
         report["broker"] = _redis_status(queue.broker_url)
         report["backend"] = _redis_status(queue.backend_url)
         report["ok"] = all(report[k] == "ok" for k in ("engine", "broker", "backend"))
+        if self._consumption is not None:
+            report["consumption_stalled_s"] = round(self._consumption.stalled_s, 1)
         report["stats"] = self.metrics.snapshot()
         return report
 
@@ -256,6 +305,23 @@ def _redis_status(url: str) -> str:
     except redis.RedisError as exc:
         return f"{type(exc).__name__}: {exc}"
     return "ok"
+
+
+def _queue_length(url: str, key: str) -> Callable[[], int]:
+    """LLEN of the queue's Redis list, through one client kept for the watchdog."""
+    import redis
+
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=HEALTH_TIMEOUT_S, socket_timeout=HEALTH_TIMEOUT_S
+    )
+    return lambda: int(client.llen(key))
+
+
+def _reserved_jobs() -> int:
+    """Jobs this worker took from the queue and has not finished (running or waiting)."""
+    from celery.worker import state
+
+    return len(state.reserved_requests)
 
 
 _runtime: WorkerRuntime | None = None

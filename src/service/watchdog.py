@@ -95,6 +95,81 @@ class EngineWatchdog:
                 return
 
 
+class ConsumptionWatchdog:
+    """Trips when jobs wait in the queue and this worker has taken none for ``stall_s``.
+
+    A worker can survive a Redis restart connected and answering pings, yet never
+    consume again (celery#8030, fixed in kombu 5.7; other ways to get there may
+    remain). Nothing else notices: its engine is fine and Redis answers. A worker
+    that holds no job (``reserved() == 0``) while the queue is not empty is not
+    consuming; exiting lets the supervisor start one that does, and loses nothing
+    (it holds no job). A Redis that cannot be read resets the clock: an outage is
+    what /readyz reports, not a reason to exit.
+    """
+
+    def __init__(
+        self,
+        *,
+        queued: Callable[[], int],
+        reserved: Callable[[], int],
+        interval_s: float,
+        stall_s: float,
+        on_trip: Trip,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._queued = queued
+        self._reserved = reserved
+        self._interval_s = interval_s
+        self._stall_s = stall_s
+        self._on_trip = on_trip
+        self._clock = clock
+        self._since = clock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="structsum-consumption", daemon=True)
+        self.stalled_s = 0.0
+
+    def check(self) -> str | None:
+        now = self._clock()
+        try:
+            waiting = self._queued()
+        except Exception as exc:  # Redis down: readiness reports it; no verdict here
+            log.debug("consumption watchdog cannot read the queue: %s", exc)
+            waiting = 0
+        if waiting == 0 or self._reserved() > 0:
+            self._since, self.stalled_s = now, 0.0
+            return None
+        self.stalled_s = now - self._since
+        if self.stalled_s >= self._stall_s:
+            log.critical(
+                "this worker stopped consuming",
+                extra={"queued": waiting, "reserved": 0, "stalled_s": round(self.stalled_s)},
+            )
+            return (
+                f"this worker stopped consuming: {waiting} job(s) queued and none taken "
+                f"for {self.stalled_s:.0f} s"
+            )
+        return None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=self._interval_s + 1)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                reason = self.check()
+            except Exception:
+                log.exception("the consumption watchdog's check failed")
+                continue
+            if reason:
+                self._on_trip(reason)
+                return
+
+
 class CircuitBreaker:
     """Opens after ``threshold`` engine errors in a row; any success closes the count."""
 

@@ -28,6 +28,9 @@ def test_late_acks_and_the_visibility_timeout_come_from_settings() -> None:
     assert conf.broker_transport_options["visibility_timeout"] == 123
     assert conf.result_backend_transport_options["visibility_timeout"] == 123
     assert conf.visibility_timeout == 123
+    # one sweep for overdue unacked jobs per redelivery_sweep_s (kombu: interval x throttle)
+    assert conf.broker_transport_options["unacked_restore_interval"] == 10
+    assert conf.broker_transport_options["unacked_restore_throttle"] == 1
 
 
 def test_a_redelivered_job_that_already_succeeded_is_not_run_again() -> None:

@@ -9,7 +9,9 @@ idle and must exit 70 without taking a job. Each worker start costs about a minu
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -26,7 +28,10 @@ from structsum.config import Settings
 from structsum.errors import (
     EmptyText,
     JobTimeout,
+    PatternUnsafe,
+    PromptRenderError,
     RequestInvalid,
+    SchemaInvalid,
     StructsumError,
     TemplateNotFound,
     TextHasNul,
@@ -78,12 +83,39 @@ def plain_app(fault_settings: Settings) -> Celery:
     return app
 
 
+SHIPPED = Path(__file__).parents[2] / "schemas" / TEMPLATE
+
+
+def bad_templates(root: Path) -> Path:
+    """Hostile templates beside the shipped ones: searched first by the worker."""
+
+    def make(name: str, schema_edit: Any = None, prompt: str | None = None) -> None:
+        target = root / name
+        shutil.copytree(SHIPPED, target)
+        if schema_edit is not None:
+            schema = json.loads((target / "schema.json").read_text())
+            schema_edit(schema)
+            (target / "schema.json").write_text(json.dumps(schema))
+        if prompt is not None:
+            (target / "prompt.jinja").write_text(prompt)
+
+    # catastrophic backtracking (CWE-1333) if it ever reached Python's re
+    make("bad_pattern_v1", lambda s: s["properties"]["title"].update(pattern="^(a+)+$"))
+    make("remote_ref_v1", lambda s: s["properties"].update(title={"$ref": "https://x.test/t"}))
+    make("sandbox_escape_v1", prompt="{{ ''.__class__.__mro__[1].__subclasses__() }} {{ text }}")
+    return root
+
+
 @pytest.fixture(scope="module")
 def faulty(
     fault_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
+    templates = bad_templates(tmp_path_factory.mktemp("templates"))
     worker = start_worker(
-        fault_settings, tmp_path_factory.mktemp("faults"), "faulty", env=FAULT_ENV
+        fault_settings,
+        tmp_path_factory.mktemp("faults"),
+        "faulty",
+        env={**FAULT_ENV, "STRUCTSUM_TEMPLATES_DIR": str(templates)},
     )
     yield worker
     worker.kill()
@@ -139,6 +171,9 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], type[StructsumError]]] = [
         {"text": NOTE, "template_id": TEMPLATE, "variables": {"__class__": "{{ ''.__class__ }}"}},
         RequestInvalid,
     ),
+    ("summarize", {"text": NOTE, "template_id": "bad_pattern_v1"}, PatternUnsafe),
+    ("summarize", {"text": NOTE, "template_id": "remote_ref_v1"}, SchemaInvalid),
+    ("summarize", {"text": NOTE, "template_id": "sandbox_escape_v1"}, PromptRenderError),
 ]
 
 
@@ -148,6 +183,7 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], type[StructsumError]]] = [
     ids=[
         "unknown-template", "malformed", "wrong-types", "empty", "huge", "nul", "surrogate",
         "huge-language", "language-injection", "10k-variables", "huge-variable", "dunder-key",
+        "catastrophic-pattern", "remote-ref", "sandbox-escape",
     ],
 )  # fmt: skip
 def test_bad_input_gets_a_typed_error(

@@ -11,6 +11,7 @@ from structsum.service.runtime import WorkerRuntime
 from structsum.service.watchdog import (
     ENGINE_DEAD_EXIT_CODE,
     CircuitBreaker,
+    ConsumptionWatchdog,
     EngineWatchdog,
 )
 
@@ -113,6 +114,63 @@ def test_breaker_opens_after_k_errors_in_a_row() -> None:
     breaker.failure("EngineError")  # opens once
     assert opened == ["3 engine errors in a row (last: EngineOutOfMemory)"]
     assert breaker.open
+
+
+class Queue:
+    """What the consumption watchdog reads: the queue length and the jobs this worker holds."""
+
+    def __init__(self) -> None:
+        self.waiting = 0
+        self.reserved = 0
+        self.down = False
+
+    def length(self) -> int:
+        if self.down:
+            raise ConnectionError("Redis is down")
+        return self.waiting
+
+
+def _consumption(queue: Queue, clock: Clock) -> ConsumptionWatchdog:
+    return ConsumptionWatchdog(
+        queued=queue.length,
+        reserved=lambda: queue.reserved,
+        interval_s=1,
+        stall_s=60,
+        on_trip=lambda _: None,
+        clock=clock,
+    )
+
+
+def test_jobs_queued_and_none_taken_for_the_stall_time_is_a_stopped_consumer() -> None:
+    queue, clock = Queue(), Clock()
+    dog = _consumption(queue, clock)
+    queue.waiting = 5
+    assert dog.check() is None
+    clock.now += 59
+    assert dog.check() is None and dog.stalled_s == 59
+    clock.now += 2
+    reason = dog.check()
+    assert reason is not None and "5 job(s) queued and none taken for 61 s" in reason
+
+
+def test_a_busy_worker_an_empty_queue_or_a_redis_outage_is_not_a_stall() -> None:
+    queue, clock = Queue(), Clock()
+    dog = _consumption(queue, clock)
+    queue.waiting, queue.reserved = 40, 16  # all threads busy: the rest waits, rightly
+    for _ in range(3):
+        clock.now += 50
+        assert dog.check() is None
+    queue.reserved = 0
+    clock.now += 50
+    assert dog.check() is None  # the clock starts when the worker holds nothing
+    queue.down = True  # Redis down: /readyz reports it; the clock starts again after
+    clock.now += 50
+    assert dog.check() is None
+    queue.down = False
+    clock.now += 50
+    assert dog.check() is None
+    clock.now += 11
+    assert dog.check() is not None
 
 
 def test_runtime_trip_stops_consuming_and_exits_70(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,8 +24,8 @@ from structsum import client
 from structsum.config import Settings, get_settings
 from structsum.errors import (
     EmptyText,
+    JobUnknown,
     RequestInvalid,
-    ResultTimeout,
     StructsumError,
     TemplateNotFound,
     TextTooLong,
@@ -198,6 +198,23 @@ def test_worker_keeps_serving_after_bad_payloads(
     assert result.text.strip()
 
 
+def test_an_idempotency_key_runs_one_job_and_ids_are_known_or_unknown(
+    worker: WorkerProcess, service_settings: Settings
+) -> None:
+    key = f"note-{time.time()}"
+    first = client.enqueue_enhancement(NOTE, settings=service_settings, idempotency_key=key)
+    again = client.enqueue_enhancement(NOTE, settings=service_settings, idempotency_key=key)
+    assert first.id == again.id
+    assert first.state in ("PENDING", "STARTED", "SUCCESS")
+    assert first.result(JOB_TIMEOUT_S).text.strip()
+    # one message, one run: the worker received the id once
+    assert worker.log_text().count(f"structsum.enhance[{first.id}] received") == 1
+    stranger = client.job("0f0f0f0f-no-such-job", settings=service_settings)
+    assert stranger.state == "UNKNOWN"
+    with pytest.raises(JobUnknown):
+        stranger.result(1)
+
+
 def test_result_expiry(worker: WorkerProcess, service_settings: Settings) -> None:
     queue = service_settings.queue
     job = client.enqueue_enhancement(NOTE, settings=service_settings)
@@ -216,8 +233,8 @@ def test_result_expiry(worker: WorkerProcess, service_settings: Settings) -> Non
     time.sleep(2.2)
     assert not store.exists(f"{queue.key_prefix}celery-task-meta-expiring-job")
     handle = client.job("expiring-job", settings=short)
-    assert handle.state == "PENDING"
-    with pytest.raises(ResultTimeout):
+    assert handle.state == "UNKNOWN"  # no result, no record of it being enqueued
+    with pytest.raises(JobUnknown):
         handle.result(0.5)
 
 
@@ -261,7 +278,7 @@ def test_cli_enqueue_result_and_stats(
         assert EnhancementResult.model_validate_json(fetched.stdout).text
 
         unknown = runner.invoke(app, ["result", "no-such-id"])
-        assert unknown.exit_code == 3 and "PENDING" in unknown.stderr
+        assert unknown.exit_code == 3 and "UNKNOWN" in unknown.stderr
 
         stats = runner.invoke(app, ["stats", "--json"])
         assert stats.exit_code == 0, stats.stderr
