@@ -146,6 +146,20 @@ class EnhancementResult(BaseModel):
     chunks: int = 1
 
 
+class Grounding(BaseModel):
+    """How much of a summary comes from its source (processors/grounding.py)."""
+
+    score: float | None = Field(
+        description="share of the summary's content words found in the source; None: no words"
+    )
+    content_words: int = Field(description="content words counted (repeats included)")
+    verbatim: float | None = Field(
+        default=None,
+        description="share of verbatim fields that are substrings of the source; None: none",
+    )
+    verbatim_fields: int = 0
+
+
 class SummaryResult(BaseModel):
     template_id: str
     schema_sha256: str = Field(description="sha256 of the full schema's canonical JSON")
@@ -162,6 +176,11 @@ class SummaryResult(BaseModel):
         default_factory=list, description="what the decoding schema changed from the full one"
     )
     enhancement: EnhancementResult | None = None
+    grounding: Grounding | None = Field(
+        default=None,
+        description="how much of data comes from the text: content-word share and verbatim "
+        "fields copied (processors/grounding.py); None when nothing parsed",
+    )
 
     @property
     def temperatures(self) -> list[float]:

@@ -71,17 +71,21 @@ def _toml_value(value: Any) -> str:
 
 def policy_toml(policy: Policy) -> str:
     """``policy`` as policy.toml text (``None`` fields are left out: they are defaults)."""
-    data = policy.model_dump(mode="json")
-    lines = [
+    return "\n".join(_toml_table(policy.model_dump(mode="json"), ())).lstrip("\n") + "\n"
+
+
+def _toml_table(data: dict[str, Any], name: tuple[str, ...]) -> list[str]:
+    """A table's keys, then its sub-tables as ``[a.b]`` (a profile's ``[profiles.cpu]``)."""
+    lines = [f"\n[{'.'.join(name)}]"] if name else []
+    lines += [
         f"{k} = {_toml_value(v)}"
         for k, v in data.items()
         if not isinstance(v, dict) and v is not None
     ]
-    for table, values in data.items():
-        if isinstance(values, dict):
-            lines.append(f"\n[{table}]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
-    return "\n".join(lines) + "\n"
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            lines += _toml_table(value, (*name, key))
+    return lines
 
 
 def variant_templates_dir(root: Path, templates_dir: Path, template_id: str, variant: str) -> Path:

@@ -3,6 +3,7 @@
 from structsum.config.settings import (
     BudgetSettings,
     EngineSettings,
+    GroundingSettings,
     QueueSettings,
     RequestLimits,
     SamplingSettings,
@@ -14,6 +15,7 @@ from structsum.config.settings import (
 __all__ = [
     "BudgetSettings",
     "EngineSettings",
+    "GroundingSettings",
     "QueueSettings",
     "RequestLimits",
     "SamplingSettings",

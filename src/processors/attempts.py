@@ -20,6 +20,7 @@ from structsum.processors.engine import Engine, GenerationOutput, GenerationRequ
 from structsum.processors.prompts import RETRY_FEEDBACK
 from structsum.processors.repair import drop_duplicate_items
 from structsum.processors.templates import Template, validate_instance
+from structsum.processors.verbatim import request_guide, verbatim_errors
 
 # How many validation errors are shown to the model on a retry; more only adds noise.
 _FEEDBACK_ERRORS = 5
@@ -140,12 +141,33 @@ def _decode(
     return engine.generate([request])[0], plan.max_tokens
 
 
+def check_verbatim(judgement: Judgement, template: Template, source: str) -> Judgement:
+    """The judgement with an error for each verbatim field not copied from ``source``."""
+    if judgement.data is None or not template.has_verbatim:
+        return judgement
+    errors, _ = verbatim_errors(judgement.data, template.marked_schema, source)
+    if not errors:
+        return judgement
+    return Judgement(judgement.data, [*judgement.errors, *errors], judgement.repairs)
+
+
 def run_attempts(
-    template: Template, messages: list[dict[str, str]], *, engine: Engine, settings: Settings
+    template: Template,
+    messages: list[dict[str, str]],
+    *,
+    engine: Engine,
+    settings: Settings,
+    source: str | None = None,
 ) -> Outcome:
-    """Decode until an answer is valid or the policy's attempts are spent."""
+    """Decode until an answer is valid or the policy's attempts are spent.
+
+    ``source``: the text the summary is of; with it, verbatim fields are constrained
+    to it while decoding and checked against it after (processors/verbatim.py).
+    """
     retry = template.policy.retry
     guide = template.decoding.guide
+    if source is not None:
+        guide = request_guide(template.decoding, source, settings.grounding)
     attempts: list[Attempt] = []
     judgements: list[Judgement] = []
     usage = Usage()
@@ -168,6 +190,8 @@ def run_attempts(
             guided=guided,
             repair_unique_items=retry.repair_unique_items,
         )
+        if source is not None:
+            judgement = check_verbatim(judgement, template, source)
         judgements.append(judgement)
         attempt = _record(index, output, judgement, temperature=temperature, guided=guided)
         attempts.append(attempt)

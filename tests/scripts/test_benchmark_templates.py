@@ -59,7 +59,9 @@ def test_one_arm_through_the_real_pipeline_with_a_fake_engine(
     template = load_template(TEMPLATES_DIR, "generic_summary_v1")
     directory = script.variant_templates_dir(tmp_path, TEMPLATES_DIR, template.id, "policy")
     settings = Settings().model_copy(update={"templates_dir": directory})
-    inputs = [("first", "first text to summarize"), ("second", "second text")]
+    # The texts hold the example's key points: on the CPU profile those are verbatim.
+    copied = " ".join(template.example["key_points"])
+    inputs = [("first", f"first text. {copied}"), ("second", f"second text. {copied}")]
     engine = FakeEngine(lambda r: (json.dumps(template.example), "stop"))
     samples, wall = script.run_arm(
         engine=engine,
