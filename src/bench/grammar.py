@@ -23,7 +23,11 @@ def _xgrammar(tokenizer: Any) -> Compile:
 
     info = xgrammar.TokenizerInfo.from_huggingface(tokenizer)
     compiler = xgrammar.GrammarCompiler(info, cache_enabled=False)
-    return lambda schema: compiler.compile_json_schema(schema, any_whitespace=True) and None
+
+    def compile_schema(schema: str) -> None:
+        compiler.compile_json_schema(schema, any_whitespace=True)
+
+    return compile_schema
 
 
 def _guidance(tokenizer: Any) -> Compile:
