@@ -125,9 +125,7 @@ def _sample(template_id: str, variant: str, name: str, result: SummaryResult) ->
         data=result.data,
         grounding=result.grounding.score if result.grounding else None,
         verbatim_fields=result.grounding.verbatim_fields if result.grounding else 0,
-        verbatim_copied=round((result.grounding.verbatim or 0) * result.grounding.verbatim_fields)
-        if result.grounding
-        else 0,
+        verbatim_copied=result.grounding.verbatim_copied if result.grounding else 0,
     )
 
 

@@ -157,7 +157,8 @@ class Grounding(BaseModel):
         default=None,
         description="share of verbatim fields that are substrings of the source; None: none",
     )
-    verbatim_fields: int = 0
+    verbatim_fields: int = Field(default=0, description="verbatim field values checked")
+    verbatim_copied: int = Field(default=0, description="of those, copied from the source")
 
 
 class SummaryResult(BaseModel):

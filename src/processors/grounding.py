@@ -103,5 +103,9 @@ def grounding(
     score, counted = word_share(data, source, min_chars=min_chars, skip=enum_strings(schema))
     share = (verbatim_checked - verbatim_failed) / verbatim_checked if verbatim_checked else None
     return Grounding(
-        score=score, content_words=counted, verbatim=share, verbatim_fields=verbatim_checked
+        score=score,
+        content_words=counted,
+        verbatim=share,
+        verbatim_fields=verbatim_checked,
+        verbatim_copied=verbatim_checked - verbatim_failed,
     )
