@@ -176,7 +176,7 @@ def test_profile_overrides_merge_over_the_policy() -> None:
 
 def test_a_typo_in_a_profile_fails_at_load(tmp_path: Path) -> None:
     folder = _template(tmp_path, '[profiles.cpu]\nverbatm = ["/properties/title"]\n')
-    with pytest.raises(TemplateInvalid, match="profiles.cpu: verbatm"):
+    with pytest.raises(TemplateInvalid, match=r"profiles\.cpu: verbatm"):
         load_template(folder.parent, folder.name)
 
 
@@ -200,7 +200,7 @@ def _template(root: Path, policy: str) -> Path:
 
 
 def test_a_quote_not_in_the_text_is_retried_and_the_copied_one_kept(tmp_path: Path) -> None:
-    folder = _template(tmp_path, "[retry]\nattempts = 2\n[profiles.cpu]\nexample = false\n")
+    _template(tmp_path, "[retry]\nattempts = 2\n[profiles.cpu]\nexample = false\n")
     answers = iter(
         [
             {"title": "Banner", "quotes": ["The banner is ready."], "points": []},
