@@ -317,6 +317,25 @@ def build_parser() -> argparse.ArgumentParser:
         "per-request schemas, per arm (outside vLLM, after the arm); default 0: off",
     )
     parser.add_argument(
+        "--example",
+        choices=["on", "off"],
+        default=None,
+        help="show example.json in the prompt or not; default: as the policy says",
+    )
+    parser.add_argument(
+        "--temperatures",
+        type=float,
+        nargs="+",
+        default=None,
+        help="the retry policy's temperature schedule; default: as the policy says",
+    )
+    parser.add_argument(
+        "--repetition-penalty",
+        type=float,
+        default=None,
+        help="summary sampling's repetition penalty; default: the settings'",
+    )
+    parser.add_argument(
         "--regrade",
         type=Path,
         default=None,
@@ -325,6 +344,27 @@ def build_parser() -> argparse.ArgumentParser:
     add_input_flags(parser, DEFAULTS)
     add_output_flags(parser, DEFAULTS)
     return parser
+
+
+def policy_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The policy keys the command line sets for every arm (--example, --temperatures)."""
+    overrides: dict[str, Any] = {}
+    if args.example is not None:
+        overrides["example"] = args.example == "on"
+    if args.temperatures:
+        overrides["retry"] = {"temperatures": args.temperatures}
+    return overrides
+
+
+def with_sampling(settings: Settings, args: argparse.Namespace) -> Settings:
+    """The settings with the command line's summary sampling (--repetition-penalty)."""
+    if args.repetition_penalty is None:
+        return settings
+    summary = settings.sampling.summary.model_copy(
+        update={"repetition_penalty": args.repetition_penalty}
+    )
+    sampling = settings.sampling.model_copy(update={"summary": summary})
+    return settings.model_copy(update={"sampling": sampling})
 
 
 def run_all(
@@ -341,7 +381,14 @@ def run_all(
     with tempfile.TemporaryDirectory(prefix="structsum-bench-") as tmp:
         for template_id in template_ids:
             for variant in args.variants:
-                arm_dir = variant_templates_dir(Path(tmp), templates_dir, template_id, variant)
+                arm_dir = variant_templates_dir(
+                    Path(tmp),
+                    templates_dir,
+                    template_id,
+                    variant,
+                    profile=settings.profile,
+                    overrides=policy_overrides(args),
+                )
                 arm, wall = run_arm(
                     engine=engine,
                     settings=settings.model_copy(update={"templates_dir": arm_dir}),
@@ -424,6 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings()
     if args.regrade is not None:
         return regrade(args.regrade, settings, args)
+    settings = with_sampling(settings, args)
     template_ids = args.templates or list_templates(args.templates_dir or settings.templates_dir)
     inputs = pick(args)
     model = settings.engine.model or "bundled SmolLM2-135M-Instruct"

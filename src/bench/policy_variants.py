@@ -88,12 +88,27 @@ def _toml_table(data: dict[str, Any], name: tuple[str, ...]) -> list[str]:
     return lines
 
 
-def variant_templates_dir(root: Path, templates_dir: Path, template_id: str, variant: str) -> Path:
-    """A templates dir holding ``template_id`` with the variant's policy.toml."""
+def variant_templates_dir(
+    root: Path,
+    templates_dir: Path,
+    template_id: str,
+    variant: str,
+    *,
+    profile: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Path:
+    """A templates dir holding ``template_id`` with the variant's policy.toml.
+
+    ``overrides`` (policy keys, e.g. ``{"example": False}``) apply to the policy as
+    ``profile`` sees it, written out flat, so a profile's own keys cannot undo them.
+    """
     target = root / variant
     if not (target / template_id).exists():
         shutil.copytree(templates_dir / template_id, target / template_id)
-        policy = VARIANTS[variant](load_template(templates_dir, template_id).policy)
+        policy = load_template(templates_dir, template_id).policy
+        if overrides:
+            policy = policy.for_profile(profile or "").with_overrides(overrides)
+        policy = VARIANTS[variant](policy)
         (target / template_id / "policy.toml").write_text(policy_toml(policy), encoding="utf-8")
         load_template(target, template_id)  # refuse a variant that does not load, now
     return target

@@ -232,8 +232,11 @@ class Policy(_Strict):
         overlay = self.profiles.get(profile)  # type: ignore[call-overload]
         if not overlay:
             return self if not self.profiles else self.model_copy(update={"profiles": {}})
-        base = self.model_dump(mode="json", exclude={"profiles"})
-        return Policy.model_validate(_merged(base, overlay))
+        return self.model_copy(update={"profiles": {}}).with_overrides(overlay)
+
+    def with_overrides(self, overlay: dict[str, Any]) -> Policy:
+        """A validated copy with ``overlay``'s keys merged in (tables key by key)."""
+        return Policy.model_validate(_merged(self.model_dump(mode="json"), overlay))
 
 
 def _merged(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
