@@ -332,8 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--repetition-penalty",
         type=float,
+        nargs="+",
         default=None,
-        help="summary sampling's repetition penalty; default: the settings'",
+        help="summary sampling's repetition penalty, one arm per value; default: the settings'",
     )
     parser.add_argument(
         "--regrade",
@@ -356,12 +357,12 @@ def policy_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def with_sampling(settings: Settings, args: argparse.Namespace) -> Settings:
-    """The settings with the command line's summary sampling (--repetition-penalty)."""
-    if args.repetition_penalty is None:
+def with_sampling(settings: Settings, repetition_penalty: float | None) -> Settings:
+    """The settings with one arm's summary sampling (--repetition-penalty)."""
+    if repetition_penalty is None:
         return settings
     summary = settings.sampling.summary.model_copy(
-        update={"repetition_penalty": args.repetition_penalty}
+        update={"repetition_penalty": repetition_penalty}
     )
     sampling = settings.sampling.model_copy(update={"summary": summary})
     return settings.model_copy(update={"sampling": sampling})
@@ -378,6 +379,7 @@ def run_all(
     templates_dir = args.templates_dir or settings.templates_dir
     metrics: list[ArmMetrics] = []
     samples: dict[str, list[Sample]] = {}
+    penalties: list[float | None] = list(args.repetition_penalty or [None])
     with tempfile.TemporaryDirectory(prefix="structsum-bench-") as tmp:
         for template_id in template_ids:
             for variant in args.variants:
@@ -389,21 +391,23 @@ def run_all(
                     profile=settings.profile,
                     overrides=policy_overrides(args),
                 )
-                arm, wall = run_arm(
-                    engine=engine,
-                    settings=settings.model_copy(update={"templates_dir": arm_dir}),
-                    template_id=template_id,
-                    variant=variant,
-                    inputs=inputs,
-                    concurrency=args.concurrency,
-                )
                 arm_settings = settings.model_copy(update={"templates_dir": arm_dir})
-                compile_ms = time_compiles(arm_settings, template_id, inputs, args)
-                metrics.append(compute_metrics(template_id, variant, arm, wall, compile_ms))
-                print_table("so far", COLUMNS, table_rows(metrics[-1:]))
-                for sample in arm if args.no_data else ():
-                    sample.data = None
-                samples[f"{template_id}:{variant}"] = arm
+                for penalty in penalties:
+                    label = variant if len(penalties) == 1 else f"{variant} rp={penalty}"
+                    arm, wall = run_arm(
+                        engine=engine,
+                        settings=with_sampling(arm_settings, penalty),
+                        template_id=template_id,
+                        variant=label,
+                        inputs=inputs,
+                        concurrency=args.concurrency,
+                    )
+                    compile_ms = time_compiles(arm_settings, template_id, inputs, args)
+                    metrics.append(compute_metrics(template_id, label, arm, wall, compile_ms))
+                    print_table("so far", COLUMNS, table_rows(metrics[-1:]))
+                    for sample in arm if args.no_data else ():
+                        sample.data = None
+                    samples[f"{template_id}:{label}"] = arm
     return metrics, samples
 
 
@@ -455,6 +459,8 @@ def regrade(path: Path, settings: Settings, args: argparse.Namespace) -> int:
             )
             if graded is not None:
                 sample.grounding = graded.score
+                sample.verbatim_fields = graded.verbatim_fields
+                sample.verbatim_copied = graded.verbatim_copied
         wall = next(
             r["wall_s"]
             for r in report["results"]
@@ -471,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings()
     if args.regrade is not None:
         return regrade(args.regrade, settings, args)
-    settings = with_sampling(settings, args)
+
     template_ids = args.templates or list_templates(args.templates_dir or settings.templates_dir)
     inputs = pick(args)
     model = settings.engine.model or "bundled SmolLM2-135M-Instruct"

@@ -54,6 +54,9 @@ VARIANTS: dict[str, Callable[[Policy], Policy]] = {
     "full": _full,
     "uncapped": _uncapped,
     "unguided": _unguided,
+    # The prompt with or without example.json (issue 15: a small model copies it).
+    "with-example": lambda policy: policy.model_copy(update={"example": True}),
+    "no-example": lambda policy: policy.model_copy(update={"example": False}),
 }
 
 
@@ -99,15 +102,18 @@ def variant_templates_dir(
 ) -> Path:
     """A templates dir holding ``template_id`` with the variant's policy.toml.
 
-    ``overrides`` (policy keys, e.g. ``{"example": False}``) apply to the policy as
-    ``profile`` sees it, written out flat, so a profile's own keys cannot undo them.
+    With a ``profile``, the variant edits the policy as that profile sees it, written
+    out flat, so a profile's own keys cannot undo the variant; ``overrides`` (policy
+    keys, e.g. ``{"example": False}``) are merged in before the variant.
     """
     target = root / variant
     if not (target / template_id).exists():
         shutil.copytree(templates_dir / template_id, target / template_id)
         policy = load_template(templates_dir, template_id).policy
+        if profile is not None:
+            policy = policy.for_profile(profile)
         if overrides:
-            policy = policy.for_profile(profile or "").with_overrides(overrides)
+            policy = policy.with_overrides(overrides)
         policy = VARIANTS[variant](policy)
         (target / template_id / "policy.toml").write_text(policy_toml(policy), encoding="utf-8")
         load_template(target, template_id)  # refuse a variant that does not load, now
