@@ -35,10 +35,10 @@ from tests.fakes import FakeEngine
 EXAMPLE = (
     Path(__file__).parents[1] / "schemas" / "generic_summary_v1" / "example.json"
 ).read_text()
-# The example's key points are in the text: on the CPU profile they are verbatim fields.
+# The example's key points and action items are in the text: verbatim on the CPU profile.
 TEXT = (
     "Alice: we ship on Friday. Bob: I write the release notes. Carol: QA signs off Thursday. "
-    + " ".join(json.loads(EXAMPLE)["key_points"])
+    + " ".join(json.loads(EXAMPLE)["key_points"] + json.loads(EXAMPLE)["action_items"])
 )
 
 

@@ -59,8 +59,8 @@ def test_one_arm_through_the_real_pipeline_with_a_fake_engine(
     template = load_template(TEMPLATES_DIR, "generic_summary_v1")
     directory = script.variant_templates_dir(tmp_path, TEMPLATES_DIR, template.id, "policy")
     settings = Settings().model_copy(update={"templates_dir": directory})
-    # The texts hold the example's key points: on the CPU profile those are verbatim.
-    copied = " ".join(template.example["key_points"])
+    # The texts hold the example's key points and action items: verbatim on the CPU profile.
+    copied = " ".join(template.example["key_points"] + template.example["action_items"])
     inputs = [("first", f"first text. {copied}"), ("second", f"second text. {copied}")]
     engine = FakeEngine(lambda r: (json.dumps(template.example), "stop"))
     samples, wall = script.run_arm(
