@@ -57,6 +57,10 @@ VARIANTS: dict[str, Callable[[Policy], Policy]] = {
     # The prompt with or without example.json (issue 15: a small model copies it).
     "with-example": lambda policy: policy.model_copy(update={"example": True}),
     "no-example": lambda policy: policy.model_copy(update={"example": False}),
+    # No example and a cooler retry schedule (first attempt 0.2 instead of 0.7).
+    "no-example-cool": lambda policy: policy.with_overrides(
+        {"example": False, "retry": {"temperatures": [0.2, 0.0]}}
+    ),
 }
 
 
