@@ -37,13 +37,22 @@ class Warmup:
 def warmup_requests(
     settings: Settings, template_ids: Sequence[str] | None = None
 ) -> tuple[tuple[str, ...], list[GenerationRequest]]:
-    """One guided request per template whose policy guides decoding (``none`` is skipped)."""
+    """One guided request per template whose policy guides decoding (``none`` is skipped).
+
+    Templates with verbatim fields under the settings' profile are skipped too: each
+    request builds its own grammar (processors/verbatim.py).
+    """
     ids = list_templates(settings.templates_dir) if template_ids is None else template_ids
     warmed: list[str] = []
     requests: list[GenerationRequest] = []
     for template_id in ids:
-        guide = load_template(settings.templates_dir, template_id).decoding.guide
-        if guide is None:
+        decoding = load_template(settings.templates_dir, template_id).for_profile(
+            settings.profile
+        ).decoding
+        guide = decoding.guide
+        # A template with verbatim fields compiles a grammar per request (its text's
+        # sentences): its own grammar is never used, so warming it would only cost.
+        if guide is None or decoding.verbatim_paths:
             continue
         warmed.append(template_id)
         requests.append(
@@ -64,7 +73,8 @@ def warm_grammars(
     """Compile the templates' grammars in one batch; errors propagate to the caller."""
     templates, requests = warmup_requests(settings, template_ids)
     started = time.perf_counter()
-    engine.generate(requests)
+    if requests:
+        engine.generate(requests)
     warmup = Warmup(templates, time.perf_counter() - started)
     log.info(
         "grammars of %d templates compiled in %.2f s: %s",
