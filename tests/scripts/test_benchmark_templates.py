@@ -84,6 +84,7 @@ def test_one_arm_through_the_real_pipeline_with_a_fake_engine(
         concurrency=1,
     )
     assert not samples[0].valid
-    assert samples[0].attempts == template.policy.retry.attempts
-    assert samples[0].temperatures == template.policy.retry.temperatures
+    retry = template.for_profile(settings.profile).policy.retry  # the profile's schedule
+    assert samples[0].attempts == retry.attempts
+    assert samples[0].temperatures == [retry.temperature_for(i) for i in range(retry.attempts)]
     assert samples[0].failure is None
