@@ -312,8 +312,10 @@ def request_guide(
     if not decoding.verbatim_paths or guide is None or guide.kind != "json":
         return guide
     assert decoding.schema is not None  # the json guide is built from it
+    # A text of short pieces only ("Yes. Friday.") still offers them: a free field
+    # there would fail the check on every attempt.
     pieces = sentences(
         source, min_chars=settings.min_option_chars, max_chars=settings.max_option_chars
-    )
+    ) or sentences(source, min_chars=1, max_chars=settings.max_option_chars)
     schema = constrain(decoding.schema, decoding.verbatim_paths, pieces, settings.max_options)
     return Guide("json", schema)

@@ -149,8 +149,16 @@ def test_option_count_is_bounded_and_spread_over_the_text() -> None:
     assert options[0] == "Sentence number 0 of the text." and "number 90 " in options[-1]
 
 
+def test_a_text_of_short_pieces_still_offers_them() -> None:
+    decoding = simplify_schema(SCHEMA, SimplifyPolicy(drop_keywords=[]))
+    guide = request_guide(decoding, "Yes. Friday. Ok.", GROUNDING)
+    assert guide is not None and isinstance(guide.value, dict)
+    # Under min_option_chars, but within the quote's own minLength of 5.
+    assert guide.value["properties"]["quotes"]["items"]["enum"] == ["Friday."]
+
+
 def test_a_field_with_no_fitting_sentence_stays_free() -> None:
-    decoding = simplify_schema(SCHEMA, SimplifyPolicy())
+    decoding = simplify_schema(SCHEMA, SimplifyPolicy(drop_keywords=[]))
     guide = request_guide(decoding, "Yes. No. Ok.", GROUNDING)
     assert guide is not None and guide.value == decoding.schema
 
