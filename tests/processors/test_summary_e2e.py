@@ -47,7 +47,8 @@ def test_quotes_are_decoded_from_the_text_and_checked(engine: Any, settings: Set
     assert not any("word for word" in e for a in result.attempts for e in a.errors)
     assert result.grounding is not None
     assert result.grounding.verbatim == 1.0
-    assert result.grounding.verbatim_fields == len(result.data["quotes"])
+    # Quotes, plus follow-ups where the profile makes them verbatim too (CPU).
+    assert result.grounding.verbatim_fields >= len(result.data["quotes"])
 
 
 def test_enhance_then_summarize(engine: Any, settings: Settings) -> None:
