@@ -30,6 +30,15 @@ Commands (this 2-core box; take the engine lock, one engine at a time):
     flock /tmp/structsum-engine.lock python scripts/benchmark_templates.py \\
         --templates generic_summary_v1 --variants policy --limit 4
 
+Beside validity each arm reports grounding (processors/grounding.py): the mean share
+of the summaries' content words found in their text, and the share of verbatim
+fields copied word for word. ``--compile-samples N`` times the grammar compile
+(outside vLLM, engine idle, cache off) of the template's own decoding schema and of
+the per-request schemas of the first N texts (verbatim fields make it per request).
+
+    # grounding of an older report's summaries (its inputs must still be on disk)
+    python scripts/benchmark_templates.py --regrade results/templates-<date>.json
+
 Writes ``results/templates-<date>.json`` (arguments, machine, versions, per-arm
 metrics and every request's attempts) and prints a table. Exit status 1 if any
 request failed with an exception (an invalid summary is a measurement, not a failure).
@@ -66,7 +75,7 @@ from structsum.bench.report import fmt, fmt_share, print_table
 from structsum.bench.stats import mean, percentile
 from structsum.config import Settings
 from structsum.models import SummaryRequest, SummaryResult
-from structsum.processors.templates import list_templates
+from structsum.processors.templates import list_templates, load_template
 
 DEFAULTS = checkout_defaults(Path(__file__).resolve().parents[1])
 GOAL_VALID_SHARE = 0.99
@@ -101,6 +110,9 @@ class Sample:
     attempt_errors: list[list[str]] = field(default_factory=list)
     failure: str | None = None
     data: dict[str, Any] | None = None
+    grounding: float | None = None
+    verbatim_fields: int = 0
+    verbatim_copied: int = 0
 
 
 def _sample(template_id: str, variant: str, name: str, result: SummaryResult) -> Sample:
@@ -121,6 +133,9 @@ def _sample(template_id: str, variant: str, name: str, result: SummaryResult) ->
         errors=result.errors,
         attempt_errors=[a.errors for a in result.attempts],
         data=result.data,
+        grounding=result.grounding.score if result.grounding else None,
+        verbatim_fields=result.grounding.verbatim_fields if result.grounding else 0,
+        verbatim_copied=result.grounding.verbatim_copied if result.grounding else 0,
     )
 
 
@@ -181,14 +196,29 @@ class ArmMetrics:
     p90_latency_s: float
     wall_s: float
     output_tok_per_s: float
+    # Mean grounding score over the summaries that parsed (None: none did).
+    mean_grounding: float | None = None
+    # Verbatim values copied word for word / all verbatim values (None: the arm has none).
+    verbatim_share: float | None = None
+    # Grammar compile ms (--compile-samples): the template's own decoding schema, and the
+    # median over the per-request schemas (None: not measured).
+    compile_ms_template: float | None = None
+    compile_ms_request: float | None = None
 
 
 def compute_metrics(
-    template_id: str, variant: str, samples: Sequence[Sample], wall_s: float
+    template_id: str,
+    variant: str,
+    samples: Sequence[Sample],
+    wall_s: float,
+    compile_ms: tuple[float | None, float | None] = (None, None),
 ) -> ArmMetrics:
     done = [s for s in samples if s.failure is None]
     n = len(samples)
     tokens = sum(s.completion_tokens for s in done)
+    scores = [s.grounding for s in done if s.grounding is not None]
+    fields = sum(s.verbatim_fields for s in done)
+    copied = sum(s.verbatim_copied for s in done)
     return ArmMetrics(
         template_id=template_id,
         variant=variant,
@@ -205,6 +235,10 @@ def compute_metrics(
         p90_latency_s=percentile([s.latency_s for s in done], 90),
         wall_s=wall_s,
         output_tok_per_s=tokens / wall_s if wall_s > 0 else float("nan"),
+        mean_grounding=mean(scores) if scores else None,
+        verbatim_share=copied / fields if fields else None,
+        compile_ms_template=compile_ms[0],
+        compile_ms_request=compile_ms[1],
     )
 
 
@@ -224,6 +258,9 @@ COLUMNS = (
     "p90 s",
     "wall s",
     "tok/s",
+    "grounding",
+    "verbatim",
+    "compile ms",
 )
 
 
@@ -243,6 +280,9 @@ def table_rows(metrics: Sequence[ArmMetrics]) -> list[list[str]]:
             fmt(m.p90_latency_s),
             fmt(m.wall_s),
             fmt(m.output_tok_per_s),
+            fmt(m.mean_grounding, 2),
+            fmt_share(m.verbatim_share),
+            f"{fmt(m.compile_ms_template, 0)} / {fmt(m.compile_ms_request, 0)}",
         ]
         for m in metrics
     ]
@@ -285,9 +325,63 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-data", action="store_true", help="leave the summaries themselves out of the JSON"
     )
+    parser.add_argument(
+        "--compile-samples",
+        type=int,
+        default=0,
+        help="time the grammar compile of the template's schema and of the first N "
+        "per-request schemas, per arm (outside vLLM, after the arm); default 0: off",
+    )
+    parser.add_argument(
+        "--example",
+        choices=["on", "off"],
+        default=None,
+        help="show example.json in the prompt or not; default: as the policy says",
+    )
+    parser.add_argument(
+        "--temperatures",
+        type=float,
+        nargs="+",
+        default=None,
+        help="the retry policy's temperature schedule; default: as the policy says",
+    )
+    parser.add_argument(
+        "--repetition-penalty",
+        type=float,
+        nargs="+",
+        default=None,
+        help="summary sampling's repetition penalty, one arm per value; default: the settings'",
+    )
+    parser.add_argument(
+        "--regrade",
+        type=Path,
+        default=None,
+        help="print grounding for the samples of an earlier report (no engine) and exit",
+    )
     add_input_flags(parser, DEFAULTS)
     add_output_flags(parser, DEFAULTS)
     return parser
+
+
+def policy_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The policy keys the command line sets for every arm (--example, --temperatures)."""
+    overrides: dict[str, Any] = {}
+    if args.example is not None:
+        overrides["example"] = args.example == "on"
+    if args.temperatures:
+        overrides["retry"] = {"temperatures": args.temperatures}
+    return overrides
+
+
+def with_sampling(settings: Settings, repetition_penalty: float | None) -> Settings:
+    """The settings with one arm's summary sampling (--repetition-penalty)."""
+    if repetition_penalty is None:
+        return settings
+    summary = settings.sampling.summary.model_copy(
+        update={"repetition_penalty": repetition_penalty}
+    )
+    sampling = settings.sampling.model_copy(update={"summary": summary})
+    return settings.model_copy(update={"sampling": sampling})
 
 
 def run_all(
@@ -301,30 +395,105 @@ def run_all(
     templates_dir = args.templates_dir or settings.templates_dir
     metrics: list[ArmMetrics] = []
     samples: dict[str, list[Sample]] = {}
+    penalties: list[float | None] = list(args.repetition_penalty or [None])
     with tempfile.TemporaryDirectory(prefix="structsum-bench-") as tmp:
         for template_id in template_ids:
             for variant in args.variants:
-                arm_dir = variant_templates_dir(Path(tmp), templates_dir, template_id, variant)
-                arm, wall = run_arm(
-                    engine=engine,
-                    settings=settings.model_copy(update={"templates_dir": arm_dir}),
-                    template_id=template_id,
-                    variant=variant,
-                    inputs=inputs,
-                    concurrency=args.concurrency,
+                arm_dir = variant_templates_dir(
+                    Path(tmp),
+                    templates_dir,
+                    template_id,
+                    variant,
+                    profile=settings.profile,
+                    overrides=policy_overrides(args),
                 )
-                metrics.append(compute_metrics(template_id, variant, arm, wall))
-                print_table("so far", COLUMNS, table_rows(metrics[-1:]))
-                for sample in arm if args.no_data else ():
-                    sample.data = None
-                samples[f"{template_id}:{variant}"] = arm
+                arm_settings = settings.model_copy(update={"templates_dir": arm_dir})
+                for penalty in penalties:
+                    label = variant if len(penalties) == 1 else f"{variant} rp={penalty}"
+                    arm, wall = run_arm(
+                        engine=engine,
+                        settings=with_sampling(arm_settings, penalty),
+                        template_id=template_id,
+                        variant=label,
+                        inputs=inputs,
+                        concurrency=args.concurrency,
+                    )
+                    compile_ms = time_compiles(arm_settings, template_id, inputs, args)
+                    metrics.append(compute_metrics(template_id, label, arm, wall, compile_ms))
+                    print_table("so far", COLUMNS, table_rows(metrics[-1:]))
+                    for sample in arm if args.no_data else ():
+                        sample.data = None
+                    samples[f"{template_id}:{label}"] = arm
     return metrics, samples
+
+
+def time_compiles(
+    settings: Settings,
+    template_id: str,
+    inputs: Sequence[tuple[str, str]],
+    args: argparse.Namespace,
+) -> tuple[float | None, float | None]:
+    """(ms of the template's own schema, median ms of per-request schemas); None: off."""
+    if args.compile_samples <= 0:
+        return None, None
+    from structsum.bench.grammar import GrammarTimer
+    from structsum.processors.model_store import resolve_model
+    from structsum.processors.verbatim import request_guide
+
+    template = load_template(settings.template_dirs, template_id).for_profile(settings.profile)
+    if template.decoding.schema is None:
+        return None, None
+    model_dir = resolve_model(settings.engine.model, settings.cache_dir)
+    timer = GrammarTimer(model_dir, settings.engine.structured_output_backend)
+    own = timer.ms(template.decoding.schema)
+    per_request = []
+    for _, text in inputs[: args.compile_samples]:
+        guide = request_guide(template.decoding, text, settings.grounding)
+        if guide is not None and isinstance(guide.value, dict):
+            per_request.append(timer.ms(guide.value))
+    log.info("%s: compile %.0f ms, per request %s ms", template_id, own, per_request)
+    return own, percentile(per_request, 50) if per_request else None
+
+
+def regrade(path: Path, settings: Settings, args: argparse.Namespace) -> int:
+    """Grounding of an earlier report's summaries, graded by this checkout's scorer."""
+    from structsum.bench.report import load_report
+    from structsum.processors.summary import summary_grounding
+
+    report = load_report(path)
+    texts = dict(pick(args))
+    rows = []
+    for key, raw in report["samples"].items():
+        template_id, variant = key.split(":", 1)
+        template = load_template(settings.template_dirs, template_id).for_profile(settings.profile)
+        samples = [Sample(**sample) for sample in raw]
+        for sample in samples:
+            if sample.data is None or sample.input_name not in texts:
+                continue
+            graded = summary_grounding(
+                template, sample.data, texts[sample.input_name], settings=settings
+            )
+            if graded is not None:
+                sample.grounding = graded.score
+                sample.verbatim_fields = graded.verbatim_fields
+                sample.verbatim_copied = graded.verbatim_copied
+        wall = next(
+            r["wall_s"]
+            for r in report["results"]
+            if r["template_id"] == template_id and r["variant"] == variant
+        )
+        rows.append(compute_metrics(template_id, variant, samples, wall))
+    print_table(f"{path} regraded (verbatim: this checkout's marks)", COLUMNS, table_rows(rows))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
     setup_logging()
     settings = Settings()
+    if args.regrade is not None:
+        return regrade(args.regrade, settings, args)
+
     template_ids = args.templates or list_templates(args.templates_dir or settings.templates_dir)
     inputs = pick(args)
     model = settings.engine.model or "bundled SmolLM2-135M-Instruct"

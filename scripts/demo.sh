@@ -43,4 +43,9 @@ jsonschema.validate(result["data"], schema)
 tries = ", ".join(f"t={a['temperature']}:{a.get('decoding') or 'unguided'}:{'ok' if a['valid'] else 'invalid'}" for a in result["attempts"])
 print(f"valid against {sys.argv[2]} after {len(result['attempts'])} attempt(s) [{tries}], "
       f"{result['elapsed_s']:.1f} s, model {result['model']}", file=sys.stderr)
+g = result.get("grounding") or {}
+if g.get("score") is not None:
+    copied = f", verbatim fields copied {g['verbatim_copied']}/{g['verbatim_fields']}" if g.get("verbatim_fields") else ""
+    print(f"grounding: {g['score']:.2f} of {g['content_words']} content words are in the text{copied}",
+          file=sys.stderr)
 PY

@@ -226,6 +226,21 @@ class EnhancementResult(BaseModel):
     )
 
 
+class Grounding(BaseModel):
+    """How much of a summary comes from its source (processors/grounding.py)."""
+
+    score: float | None = Field(
+        description="share of the summary's content words found in the source; None: no words"
+    )
+    content_words: int = Field(description="content words counted (repeats included)")
+    verbatim: float | None = Field(
+        default=None,
+        description="share of verbatim fields that are substrings of the source; None: none",
+    )
+    verbatim_fields: int = Field(default=0, description="verbatim field values checked")
+    verbatim_copied: int = Field(default=0, description="of those, copied from the source")
+
+
 class SummaryResult(BaseModel):
     template_id: str
     schema_sha256: str = Field(description="sha256 of the full schema's canonical JSON")
@@ -248,6 +263,11 @@ class SummaryResult(BaseModel):
         default=False,
         description="served from the result cache; usage and elapsed_s are those of the "
         "run that produced it",
+    )
+    grounding: Grounding | None = Field(
+        default=None,
+        description="how much of data comes from the text: content-word share and verbatim "
+        "fields copied (processors/grounding.py); None when nothing parsed",
     )
 
     @property

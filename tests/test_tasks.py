@@ -35,7 +35,11 @@ from tests.fakes import FakeEngine
 EXAMPLE = (
     Path(__file__).parents[1] / "schemas" / "generic_summary_v1" / "example.json"
 ).read_text()
-TEXT = "Alice: we ship on Friday. Bob: I write the release notes. Carol: QA signs off Thursday."
+# The example's key points and action items are in the text: verbatim on the CPU profile.
+TEXT = (
+    "Alice: we ship on Friday. Bob: I write the release notes. Carol: QA signs off Thursday. "
+    + " ".join(json.loads(EXAMPLE)["key_points"] + json.loads(EXAMPLE)["action_items"])
+)
 
 
 def answer(request: GenerationRequest) -> tuple[str, str]:

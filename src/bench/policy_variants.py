@@ -75,6 +75,13 @@ VARIANTS: dict[str, Callable[[Policy], Policy]] = {
     "full": _full,
     "uncapped": _uncapped,
     "unguided": _unguided,
+    # The prompt with or without example.json (issue 15: a small model copies it).
+    "with-example": lambda policy: policy.model_copy(update={"example": True}),
+    "no-example": lambda policy: policy.model_copy(update={"example": False}),
+    # No example and a cooler retry schedule (first attempt 0.2 instead of 0.7).
+    "no-example-cool": lambda policy: policy.with_overrides(
+        {"example": False, "retry": {"temperatures": [0.2, 0.0]}}
+    ),
 }
 
 
@@ -90,31 +97,49 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"no TOML form for {value!r}")
 
 
-def _toml_tables(path: str, values: dict[str, Any]) -> list[str]:
-    """One table's ``key = value`` lines, then its sub-tables (``None``: a default, left out)."""
-    lines = [f"\n[{path}]"] if path else []
+def policy_toml(policy: Policy) -> str:
+    """``policy`` as policy.toml text (``None`` fields are left out: they are defaults)."""
+    return "\n".join(_toml_table(policy.model_dump(mode="json"), ())).lstrip("\n") + "\n"
+
+
+def _toml_table(data: dict[str, Any], name: tuple[str, ...]) -> list[str]:
+    """A table's keys, then its sub-tables as ``[a.b]`` (a profile's ``[profiles.cpu]``)."""
+    lines = [f"\n[{'.'.join(name)}]"] if name else []
     lines += [
         f"{k} = {_toml_value(v)}"
-        for k, v in values.items()
+        for k, v in data.items()
         if v is not None and not isinstance(v, dict)
     ]
-    for key, table in values.items():
-        if isinstance(table, dict):
-            lines += _toml_tables(f"{path}.{key}" if path else key, table)
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            lines += _toml_table(value, (*name, key))
     return lines
 
 
-def policy_toml(policy: Policy) -> str:
-    """``policy`` as policy.toml text, ``[simplify.variants.<name>]`` tables included."""
-    return "\n".join(_toml_tables("", policy.model_dump(mode="json"))) + "\n"
+def variant_templates_dir(
+    root: Path,
+    templates_dir: Path,
+    template_id: str,
+    variant: str,
+    *,
+    profile: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Path:
+    """A templates dir holding ``template_id`` with the variant's policy.toml.
 
-
-def variant_templates_dir(root: Path, templates_dir: Path, template_id: str, variant: str) -> Path:
-    """A templates dir holding ``template_id`` with the variant's policy.toml."""
+    With a ``profile``, the variant edits the policy as that profile sees it, written
+    out flat, so a profile's own keys cannot undo the variant; ``overrides`` (policy
+    keys, e.g. ``{"example": False}``) are merged in before the variant.
+    """
     target = root / variant
     if not (target / template_id).exists():
         shutil.copytree(templates_dir / template_id, target / template_id)
-        policy = VARIANTS[variant](load_template(templates_dir, template_id).policy)
+        policy = load_template(templates_dir, template_id).policy
+        if profile is not None:
+            policy = policy.for_profile(profile)
+        if overrides:
+            policy = policy.with_overrides(overrides)
+        policy = VARIANTS[variant](policy)
         (target / template_id / "policy.toml").write_text(policy_toml(policy), encoding="utf-8")
         load_template(target, template_id)  # refuse a variant that does not load, now
     return target

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from structsum.commands.common import require_extra, typed_errors
+from structsum.commands.common import read_text, require_extra, typed_errors
 from structsum.config import get_settings
-from structsum.errors import TemplateError, TemplateInvalid, TemplateNotFound
+from structsum.errors import InputUnreadable, TemplateError, TemplateInvalid, TemplateNotFound
 
 if TYPE_CHECKING:
     from structsum.processors.policy import SimplifyPolicy
@@ -118,17 +118,37 @@ def _report(template_id: str, directory: tuple[Path, ...], backend: str) -> bool
 
 
 @app.command("show")
-def show_command(template_id: str = typer.Argument(..., help="template id")) -> None:
-    """Print the policy, each attempt's decoding schema and caps, and every decoding schema."""
+def show_command(
+    template_id: Annotated[str, typer.Argument(help="template id")],
+    text: Annotated[
+        Path | None,
+        typer.Option(
+            help="a source text: show its per-request decoding schema (verbatim fields as "
+            "enums of its sentences) and the grounding of --data in it",
+        ),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="a summary's JSON to grade against --text; default: example.json"),
+    ] = None,
+) -> None:
+    """Print the policy, each attempt's decoding schema and caps, and every decoding schema.
+
+    The template is shown under the settings' profile (its ``[profiles.<name>]``
+    overrides applied), with its verbatim fields.
+    """
     directory = _templates_dirs("show")
+    from structsum.processors.schema_walk import json_path
     from structsum.processors.templates import load_template
 
+    settings = get_settings()
     with typed_errors():
-        t = load_template(directory, template_id)
+        t = load_template(directory, template_id).for_profile(settings.profile)
         decodings = t.decodings
+        source = read_text(text) if text is not None else None
     out.print(f"[bold]{t.id}[/bold]  {t.path}")
     out.print(f"schema sha256: {t.schema_sha256}")
-    out.print("[bold]policy[/bold]")
+    out.print(f"[bold]policy[/bold] (profile {settings.profile})")
     out.print_json(json.dumps(t.policy.model_dump(mode="json")))
     out.print(_attempts_table(t))
     for name, decoding in decodings.items():
@@ -138,12 +158,24 @@ def show_command(template_id: str = typer.Argument(..., help="template id")) -> 
         out.print("[bold]changes from the full schema[/bold]")
         for change in decoding.changes or ["(none)"]:
             out.print(f"  - {change}", soft_wrap=True)
+        out.print("[bold]verbatim fields[/bold] (copied from the text, constrained and checked)")
+        for path in decoding.verbatim_paths or [()]:
+            out.print(f"  - {json_path(path)}" if path else "  (none)", soft_wrap=True)
+        schema = decoding.schema
+        if source is not None:
+            from structsum.processors.verbatim import request_guide
+
+            guide = request_guide(decoding, source, settings.grounding)
+            schema = guide.value if guide is not None and isinstance(guide.value, dict) else schema
         if decoding.regex is not None:
             out.print("[bold]decoding regex[/bold]")
             out.print(decoding.regex, soft_wrap=True, markup=False, highlight=False)
-        elif decoding.schema is not None:
-            out.print("[bold]decoding schema[/bold]")
-            out.print_json(json.dumps(decoding.schema))
+        elif schema is not None:
+            title = "decoding schema" + (f" for {text}" if text is not None else "")
+            out.print(f"[bold]{title}[/bold]")
+            out.print_json(json.dumps(schema))
+    if source is not None:
+        _show_grounding(t, source, data, settings)
 
 
 def _attempts_table(template: Template) -> Table:
@@ -168,3 +200,35 @@ def _attempts_table(template: Template) -> Table:
             f"{retry.temperature_for(index):g}",
         )
     return table
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise InputUnreadable(f"{path} is not JSON: {exc}", {"path": str(path)}) from exc
+
+
+def _show_grounding(template: Any, source: str, data: Path | None, settings: Any) -> None:
+    """The grounding of ``data`` (default: the template's example) in ``source``."""
+    from structsum.processors.summary import summary_grounding
+
+    with typed_errors():
+        summary = template.example if data is None else _read_json(data)
+        if isinstance(summary, dict) and isinstance(summary.get("data"), dict):
+            summary = summary["data"]  # a whole SummaryResult, as `enqueue --wait` prints
+        graded = summary_grounding(template, summary, source, settings=settings)
+    name = "example.json" if data is None else str(data)
+    if graded is None:
+        out.print(f"[bold]grounding[/bold] of {name}: no data")
+        return
+    score = "n/a" if graded.score is None else f"{graded.score:.2f}"
+    verbatim = (
+        f", verbatim {graded.verbatim_copied}/{graded.verbatim_fields} copied"
+        if graded.verbatim_fields
+        else ""
+    )
+    out.print(
+        f"[bold]grounding[/bold] of {name}: {score} of {graded.content_words} content words "
+        f"found in the text{verbatim}"
+    )

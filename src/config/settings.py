@@ -200,6 +200,28 @@ class ConversationSettings(BaseModel):
     key_prefix: str = Field(default="structsum:conversation:", description="after queue.key_prefix")
 
 
+class GroundingSettings(BaseModel):
+    """The grounding score and the per-request verbatim enums (issue 15, processors/verbatim.py)."""
+
+    min_word_chars: int = Field(
+        default=4, ge=1, description="a content word has at least this many letters"
+    )
+    max_options: int = Field(
+        default=48,
+        ge=1,
+        description="sentences of the source a verbatim field may choose from (evenly "
+        "spread over a longer text); bounds the per-request grammar",
+    )
+    max_option_chars: int = Field(
+        default=200,
+        ge=8,
+        description="longer sentences are split into clauses, then cut at a word",
+    )
+    min_option_chars: int = Field(
+        default=12, ge=1, description="shorter pieces (a 'Yes.', a timestamp) are no options"
+    )
+
+
 class QueueSettings(BaseModel):
     """Celery over Redis. See README for the visibility timeout trade-off."""
 
@@ -330,6 +352,7 @@ class Settings(BaseSettings):
     sampling: TaskSampling = TaskSampling()
     budget: BudgetSettings = BudgetSettings()
     limits: RequestLimits = RequestLimits()
+    grounding: GroundingSettings = GroundingSettings()
     queue: QueueSettings = QueueSettings()
     cache: CacheSettings = CacheSettings()
     conversation: ConversationSettings = ConversationSettings()

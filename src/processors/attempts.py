@@ -21,6 +21,7 @@ from structsum.processors.engine import Engine, GenerationOutput, GenerationRequ
 from structsum.processors.prompts import RETRY_FEEDBACK
 from structsum.processors.repair import drop_duplicate_items
 from structsum.processors.templates import Template, validate_instance
+from structsum.processors.verbatim import request_guide, verbatim_errors
 
 # How many validation errors are shown to the model on a retry; more only adds noise.
 _FEEDBACK_ERRORS = 5
@@ -141,10 +142,29 @@ def _decode(
     return engine.generate([request])[0], plan.max_tokens
 
 
+def check_verbatim(judgement: Judgement, template: Template, source: str) -> Judgement:
+    """The judgement with an error for each verbatim field not copied from ``source``."""
+    if judgement.data is None or not template.has_verbatim:
+        return judgement
+    errors, _ = verbatim_errors(judgement.data, template.marked_schema, source)
+    if not errors:
+        return judgement
+    return Judgement(judgement.data, [*judgement.errors, *errors], judgement.repairs)
+
+
 def run_attempts(
-    template: Template, messages: list[dict[str, str]], *, engine: Engine, settings: Settings
+    template: Template,
+    messages: list[dict[str, str]],
+    *,
+    engine: Engine,
+    settings: Settings,
+    source: str | None = None,
 ) -> Outcome:
-    """Decode until an answer is valid or the policy's attempts are spent."""
+    """Decode until an answer is valid or the policy's attempts are spent.
+
+    ``source``: the text the summary is of; with it, verbatim fields are constrained
+    to it while decoding and checked against it after (processors/verbatim.py).
+    """
     retry = template.policy.retry
     attempts: list[Attempt] = []
     judgements: list[Judgement] = []
@@ -153,7 +173,14 @@ def run_attempts(
     wanted = requested_tokens(template, settings)
     for index in range(retry.attempts):
         decoding, simplified = template.decoding_for(index)
-        guide = simplified.guide if retry.guided_for(index) else None
+        guide = None
+        if retry.guided_for(index):
+            # With the source, verbatim fields become enums of its sentences (per request).
+            guide = (
+                simplified.guide
+                if source is None
+                else request_guide(simplified, source, settings.grounding)
+            )
         temperature = retry.temperature_for(index)
         output, max_tokens = _decode(
             messages + feedback,
@@ -169,6 +196,8 @@ def run_attempts(
             guided=guide is not None,
             repair_unique_items=retry.repair_unique_items,
         )
+        if source is not None:
+            judgement = check_verbatim(judgement, template, source)
         judgements.append(judgement)
         attempt = _record(
             index,

@@ -104,6 +104,11 @@ DEFAULT_DROP_KEYWORDS: tuple[str, ...] = (
 )
 
 
+# Profiles a policy may override keys for (config.profiles.Profile, repeated here so the
+# policy stays importable without the settings).
+PolicyProfile = Literal["cpu", "gpu"]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -280,6 +285,22 @@ class Policy(_Strict):
     max_tokens: int | None = Field(
         default=None, ge=1, description="per-template output budget (overrides sampling)"
     )
+    verbatim: list[str] = Field(
+        default_factory=list,
+        description="JSON pointers into schema.json of string fields copied word for word "
+        "from the text, e.g. '/properties/key_points/items' (as the schema annotation "
+        '"x-structsum": {"verbatim": true} does); see processors/verbatim.py',
+    )
+    example: bool = Field(
+        default=True,
+        description="render example.json into the prompt; false renders {{ example }} empty "
+        "(a small model copies the example's words)",
+    )
+    profiles: dict[PolicyProfile, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per hardware profile, keys of this policy that replace the ones above "
+        "([profiles.cpu] verbatim = [...]; tables merge key by key)",
+    )
 
     @model_validator(mode="after")
     def _decodings_exist(self) -> Policy:
@@ -291,3 +312,41 @@ class Policy(_Strict):
                 f"it has {list(known)} (add [simplify.variants.<name>])"
             )
         return self
+
+    @model_validator(mode="after")
+    def _profiles_valid(self) -> Policy:
+        for name, overlay in self.profiles.items():
+            if "profiles" in overlay:
+                raise ValueError(f"profiles.{name} cannot hold profiles")
+            try:
+                self.for_profile(name)
+            except ValidationError as exc:
+                problems = "; ".join(describe_error(error) for error in exc.errors())
+                raise ValueError(f"profiles.{name}: {problems}") from exc
+        return self
+
+    def for_profile(self, profile: str) -> Policy:
+        """This policy with the profile's overrides merged in; itself when there are none.
+
+        The result has no ``profiles`` of its own, so applying a profile twice changes
+        nothing the second time.
+        """
+        overlay = self.profiles.get(profile)  # type: ignore[call-overload]
+        if not overlay:
+            return self if not self.profiles else self.model_copy(update={"profiles": {}})
+        return self.model_copy(update={"profiles": {}}).with_overrides(overlay)
+
+    def with_overrides(self, overlay: dict[str, Any]) -> Policy:
+        """A validated copy with ``overlay``'s keys merged in (tables key by key)."""
+        return Policy.model_validate(_merged(self.model_dump(mode="json"), overlay))
+
+
+def _merged(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """``overlay`` over ``base``; a table in both merges key by key, anything else replaces."""
+    out = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out

@@ -63,7 +63,8 @@ def render_prompt(
     """Render the template's prompt in the sandbox; undefined variables are errors.
 
     Available: ``text``, ``schema`` (the full schema, pretty JSON), ``example``
-    (one-line JSON), ``language`` and the request's ``variables``.
+    (one-line JSON, or empty when the policy sets ``example = false``), ``language``
+    and the request's ``variables``.
     """
     shadowed = sorted(RESERVED_VARIABLES & set(variables))
     if shadowed:
@@ -75,7 +76,8 @@ def render_prompt(
         **variables,
         "text": text,
         "schema": template.schema_json,
-        "example": template.example_json,
+        # Empty when the policy says so: prompts wrap it in {% if example %}.
+        "example": template.example_json if template.policy.example else "",
         "language": language,
     }
     try:

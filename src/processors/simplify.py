@@ -25,6 +25,7 @@ from structsum.processors.guide import Guide
 from structsum.processors.policy import SimplifyPolicy
 from structsum.processors.schema_refs import LocalRefs, has_refs
 from structsum.processors.schema_walk import Schema, map_subschemas, transform, walk
+from structsum.processors.verbatim import Path, marked_paths, strip_annotations
 
 Step = Callable[[Schema], tuple[Schema, list["Change"]]]
 
@@ -64,6 +65,9 @@ class SimplifiedSchema:
     changes: list[str]
     # (keyword, location) pairs where decoding is stricter than the full schema.
     restrictions: frozenset[tuple[str, str]] = field(default=frozenset())
+    # Where verbatim string fields sit in ``schema`` (their annotation stripped): each
+    # request replaces them by an enum of its source's sentences (processors/verbatim.py).
+    verbatim_paths: tuple[Path, ...] = ()
 
     @property
     def guide(self) -> Guide | None:
@@ -366,6 +370,10 @@ def simplify_schema(schema: Schema, policy: SimplifyPolicy) -> SimplifiedSchema:
     for step in _steps(policy):
         current, made = step(current)
         changes.extend(made)
+    # Last: the verbatim marks are noted, then stripped, so no backend ever reads them.
+    verbatim_paths = marked_paths(current)
+    current, stripped = strip_annotations(current)
+    changes.extend(Change("removed", "x-structsum", location) for location in stripped)
     restrictions = frozenset((c.keyword, c.location) for c in changes if c.restrictive)
     regex = build_regex(current) if policy.mode == "regex" else None
     return SimplifiedSchema(
@@ -374,4 +382,5 @@ def simplify_schema(schema: Schema, policy: SimplifyPolicy) -> SimplifiedSchema:
         regex,
         [str(c) for c in changes],
         restrictions,
+        verbatim_paths,
     )

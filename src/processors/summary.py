@@ -16,12 +16,14 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from structsum.config import Settings
 from structsum.errors import OutputInvalid, TextTooLong
 from structsum.models import (
     EnhancementRequest,
     EnhancementResult,
+    Grounding,
     SummaryRequest,
     SummaryResult,
     Usage,
@@ -31,10 +33,12 @@ from structsum.processors.budget import text_allowance
 from structsum.processors.condense import condense
 from structsum.processors.engine import Engine
 from structsum.processors.enhancement import check_length, enhance
+from structsum.processors.grounding import grounding
 from structsum.processors.prompts import SUMMARY_SYSTEM, language_instruction
 from structsum.processors.rendering import render_prompt
 from structsum.processors.result_cache import ResultStore, digest, request_key, through_cache
 from structsum.processors.templates import Template, load_template
+from structsum.processors.verbatim import verbatim_errors
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,9 @@ class Prepared:
     chunks: int  # chunks of the first condense round; 1 when nothing was condensed
     usage: Usage  # tokens spent before the summary (condensing)
     enhancement: EnhancementResult | None
+    # The request's text as sent: what verbatim fields are copied from and grounding
+    # is measured against (the prompt may hold a cleaned-up or condensed version).
+    source: str = ""
 
 
 def settings_fingerprint(settings: Settings, template: Template, model: str) -> str:
@@ -54,6 +61,7 @@ def settings_fingerprint(settings: Settings, template: Template, model: str) -> 
         "engine": settings.engine.model_dump(mode="json"),
         "sampling": settings.sampling.summary.model_dump(mode="json"),
         "policy": template.policy.model_dump(mode="json"),
+        "grounding": settings.grounding.model_dump(mode="json"),
         "schema": template.schema_sha256,
     }
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
@@ -133,7 +141,7 @@ def prepare(
     text, enhancement = _enhanced(request, engine=engine, settings=settings)
     allowance = _text_allowance(template, request, engine=engine, settings=settings)
     text, chunks, usage = condense(text, allowance=allowance, engine=engine, settings=settings)
-    return Prepared(_messages(template, request, text), chunks, usage, enhancement)
+    return Prepared(_messages(template, request, text), chunks, usage, enhancement, request.text)
 
 
 def build_result(
@@ -170,6 +178,26 @@ def build_result(
         chunks=prepared.chunks,
         simplification=list(template.decoding.changes),
         enhancement=prepared.enhancement,
+        grounding=summary_grounding(template, best.data, prepared.source, settings=settings),
+    )
+
+
+def summary_grounding(
+    template: Template, data: dict[str, Any] | None, source: str, *, settings: Settings
+) -> Grounding | None:
+    """How much of ``data`` comes from ``source`` (processors/grounding.py); None: no data."""
+    if data is None:
+        return None
+    failed, checked = [], 0
+    if template.has_verbatim:
+        failed, checked = verbatim_errors(data, template.marked_schema, source)
+    return grounding(
+        data,
+        source,
+        schema=template.schema,
+        min_chars=settings.grounding.min_word_chars,
+        verbatim_checked=checked,
+        verbatim_failed=len(failed),
     )
 
 
@@ -179,11 +207,15 @@ def summarize_template(
     """Summarize with an already loaded template (``request.template_id`` is not read).
 
     For callers that hold a template themselves: a template checker, a benchmark
-    that edits the policy in memory.
+    that edits the policy in memory. The policy's overrides for the settings' profile
+    apply here (``Template.for_profile``).
     """
     started = time.perf_counter()
+    template = template.for_profile(settings.profile)
     prepared = prepare(template, request, engine=engine, settings=settings)
-    outcome = run_attempts(template, prepared.messages, engine=engine, settings=settings)
+    outcome = run_attempts(
+        template, prepared.messages, engine=engine, settings=settings, source=prepared.source
+    )
     return build_result(
         template, prepared, outcome, engine=engine, settings=settings, started=started
     )

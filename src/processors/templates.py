@@ -18,7 +18,7 @@ import re
 import threading
 import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,8 @@ from structsum.processors.regex_safety import DEFAULT_MAX_PATTERN_CHARS, check_p
 from structsum.processors.rendering import compile_prompt, render_sample, request_variables
 from structsum.processors.schema_refs import offline_registry, remote_refs
 from structsum.processors.schema_walk import json_path, walk
-from structsum.processors.simplify import SimplifiedSchema, simplify_schema
+from structsum.processors.simplify import SimplifiedSchema, inline_refs, simplify_schema
+from structsum.processors.verbatim import check_marks, is_marked, mark
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +83,52 @@ class Template:
     prompt_source: str
     policy: Policy
     schema_sha256: str
+    # This template under each hardware profile's policy overrides (see for_profile).
+    _profiled: dict[str, Template] = field(default_factory=dict, repr=False, compare=False)
 
     @cached_property
     def decoding(self) -> SimplifiedSchema:
         """The ``default`` decoding schema: what ``[simplify]`` guides the decoder with."""
-        return simplify_schema(self.schema, self.policy.simplify)
+        return simplify_schema(self.verbatim_marked, self.policy.simplify)
+
+    @cached_property
+    def verbatim_marked(self) -> dict[str, Any]:
+        """The schema with the policy's verbatim pointers annotated, as every decoding
+        schema is built from it (the simplifier records the marks and strips them)."""
+        return mark(self.schema, self.policy.verbatim)
+
+    @cached_property
+    def marked_schema(self) -> dict[str, Any]:
+        """The full schema with the policy's verbatim pointers annotated, ``$ref`` inlined.
+
+        What the verbatim check walks (processors/verbatim.py); validation still uses
+        ``schema`` as written. A recursive schema keeps its ``$ref`` (values behind one
+        are not checked).
+        """
+        marked = mark(self.schema, self.policy.verbatim)
+        try:
+            return inline_refs(marked)[0]
+        except SchemaInvalid:
+            return marked
+
+    @cached_property
+    def has_verbatim(self) -> bool:
+        """Whether any string field must be copied from the source."""
+        return any(is_marked(node) for _, node in walk(self.marked_schema))
+
+    def for_profile(self, profile: str) -> Template:
+        """This template under ``profile``'s policy overrides (``[profiles.<name>]``).
+
+        The template itself when the policy has none; cached, so each profile's decoding
+        schema is built once.
+        """
+        if not self.policy.profiles:
+            return self
+        hit = self._profiled.get(profile)
+        if hit is None:
+            hit = replace(self, policy=self.policy.for_profile(profile), _profiled={})
+            self._profiled[profile] = hit
+        return hit
 
     @cached_property
     def decodings(self) -> dict[str, SimplifiedSchema]:
@@ -98,7 +140,7 @@ class Template:
         simplify = self.policy.simplify
         built = {DEFAULT_DECODING: self.decoding}
         for name in simplify.variants:
-            built[name] = simplify_schema(self.schema, simplify.variant(name))
+            built[name] = simplify_schema(self.verbatim_marked, simplify.variant(name))
         return built
 
     def decoding_for(self, attempt: int) -> tuple[str, SimplifiedSchema]:
@@ -251,12 +293,21 @@ def _load(directory: Path, template_id: str) -> Template:
         policy=policy,
         schema_sha256=schema_sha256(schema),
     )
+    for profiled in (template, *(template.for_profile(p) for p in policy.profiles)):
+        _check_decoding(profiled, where(SCHEMA_FILE))
+    render_sample(template)
+    return template
+
+
+def _check_decoding(template: Template, where: str) -> None:
+    """The decoding schema derives under the policy and is itself a valid schema."""
     try:
+        check_marks(template.schema)
         decodings = template.decodings
     except SchemaInvalid as exc:
         raise SchemaInvalid(
-            f"{where(SCHEMA_FILE)}: cannot simplify under policy.toml: {exc.message}",
-            {"template_id": template_id, **exc.details},
+            f"{where}: cannot simplify under policy.toml: {exc.message}",
+            {"template_id": template.id, **exc.details},
         ) from exc
     for name, decoding in decodings.items():
         if decoding.schema is None:
@@ -265,11 +316,9 @@ def _load(directory: Path, template_id: str) -> Template:
             Draft202012Validator.check_schema(decoding.schema)
         except SchemaError as exc:
             raise SchemaInvalid(
-                f"{where(SCHEMA_FILE)}: simplified schema {name!r} is invalid: {exc.message}",
-                {"template_id": template_id, "decoding": name},
+                f"{where}: simplified schema {name!r} is invalid: {exc.message}",
+                {"template_id": template.id, "decoding": name},
             ) from exc
-    render_sample(template)
-    return template
 
 
 def _read(path: Path, where: str, template_id: str) -> str:

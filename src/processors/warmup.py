@@ -55,7 +55,10 @@ def warmup_requests(
     """One request per distinct guide the templates' guided attempts use.
 
     Returns the templates warmed, a label per grammar, and the requests. A template
-    whose attempts are all unguided (``mode = "none"``, ``guided = [false]``) is skipped.
+    whose attempts are all unguided (``mode = "none"``, ``guided = [false]``) is skipped,
+    and so is a decoding schema with verbatim fields under the settings' profile: each
+    request builds its own grammar from its text (processors/verbatim.py), so its own
+    grammar is never used and warming it would only cost.
     """
     ids = list_templates(settings.templates_dir) if template_ids is None else template_ids
     warmed: list[str] = []
@@ -63,10 +66,13 @@ def warmup_requests(
     requests: list[GenerationRequest] = []
     seen: set[str] = set()
     for template_id in ids:
-        template = load_template(settings.templates_dir, template_id)
+        template = load_template(settings.templates_dir, template_id).for_profile(
+            settings.profile
+        )
         for decoding in template.policy.retry.guided_decodings():
-            guide = template.decodings[decoding].guide
-            if guide is None or _guide_key(guide) in seen:
+            simplified = template.decodings[decoding]
+            guide = simplified.guide
+            if guide is None or simplified.verbatim_paths or _guide_key(guide) in seen:
                 continue
             seen.add(_guide_key(guide))
             if template_id not in warmed:

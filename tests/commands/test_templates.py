@@ -177,10 +177,18 @@ def test_show_gives_each_attempt_its_decoding_schema_and_caps(templates_dir: Pat
     )
     result = runner.invoke(app, ["show", "generic_summary_v1"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
+    from structsum.processors.templates import load_template
+
+    retry = (
+        load_template(templates_dir, "generic_summary_v1")
+        .for_profile(get_settings().profile)
+        .policy.retry
+    )
+    t1, t2, t3 = (f"{retry.temperature_for(i):g}" for i in range(3))  # the profile's schedule
     assert _rows(result.output) == [
-        ["1", "uncapped", "yes", "none", "0.7"],
-        ["2", "default", "yes", "maxItems 5, maxLength 120-200", "0.3"],
-        ["3", "default", "yes", "maxItems 5, maxLength 120-200", "0"],
+        ["1", "uncapped", "yes", "none", t1],
+        ["2", "default", "yes", "maxItems 5, maxLength 120-200", t2],
+        ["3", "default", "yes", "maxItems 5, maxLength 120-200", t3],
     ]
     assert "decoding schema 'default': mode json_schema, caps maxItems 5" in result.output
     assert "decoding schema 'uncapped': mode json_schema, caps none" in result.output

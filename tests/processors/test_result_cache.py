@@ -15,10 +15,11 @@ from structsum.processors.summary import summarize
 from tests.fakes import FakeEngine, MemoryStore
 
 EXAMPLE = (
-    Path(__file__).parents[2] / "schemas" / "generic_summary_v1" / "example.json"
+    Path(__file__).parents[2] / "schemas" / "document_brief_v1" / "example.json"
 ).read_text()
 TEXT = "Alice: we ship on Friday. Bob: I write the release notes. Carol: QA signs off Thursday."
-TEMPLATE = "generic_summary_v1"
+# No verbatim field in any profile: the example is a valid answer to any text.
+TEMPLATE = "document_brief_v1"
 
 
 def answer(request: GenerationRequest) -> tuple[str, str]:

@@ -12,8 +12,11 @@ import pytest
 from structsum.config import Settings
 from structsum.models import SummaryRequest
 from structsum.processors.summary import summarize
+from structsum.processors.verbatim import is_verbatim
 
-SAMPLE = Path(__file__).resolve().parents[2] / "scripts" / "samples" / "meeting.txt"
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "scripts" / "samples" / "meeting.txt"
+INTERVIEW = ROOT / "tests" / "data" / "inputs" / "interview_employee_exit.txt"
 
 pytestmark = pytest.mark.engine
 
@@ -27,6 +30,25 @@ def test_sample_meeting_summary_is_valid(engine: Any, settings: Settings) -> Non
     assert result.attempts[-1].finish_reason == "stop"
     assert result.usage.completion_tokens == sum(a.usage.completion_tokens for a in result.attempts)
     assert result.chunks == 1
+    assert result.grounding is not None and result.grounding.score is not None
+    if settings.profile == "cpu":  # extractive key points on the CPU profile (issue 15)
+        assert all(is_verbatim(point, SAMPLE.read_text()) for point in result.data["key_points"])
+
+
+def test_quotes_are_decoded_from_the_text_and_checked(engine: Any, settings: Settings) -> None:
+    """interview_summary_v1's quotes are verbatim in every profile: the decode is
+    constrained to the text's sentences, so the first attempt's quotes already pass."""
+    text = INTERVIEW.read_text()
+    request = SummaryRequest(text=text, template_id="interview_summary_v1")
+    result = summarize(request, engine=engine, settings=settings)
+    assert result.valid, result.attempts
+    assert result.data is not None and result.data["quotes"], result.data
+    assert all(is_verbatim(q["quote"], text) for q in result.data["quotes"])
+    assert not any("word for word" in e for a in result.attempts for e in a.errors)
+    assert result.grounding is not None
+    assert result.grounding.verbatim == 1.0
+    # Quotes, plus follow-ups where the profile makes them verbatim too (CPU).
+    assert result.grounding.verbatim_fields >= len(result.data["quotes"])
 
 
 def test_enhance_then_summarize(engine: Any, settings: Settings) -> None:

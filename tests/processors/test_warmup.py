@@ -7,19 +7,28 @@ from structsum.processors.warmup import WARMUP_TOKENS, warm_grammars
 from tests.fakes import FakeEngine
 
 
-def _settings(templates_dir: Path | None = None) -> Settings:
-    settings = Settings()
+def _settings(templates_dir: Path | None = None, profile: str = "gpu") -> Settings:
+    # gpu by default: there only interview_summary_v1 has verbatim fields.
+    settings = Settings().model_copy(update={"profile": profile})
     if templates_dir is None:
         return settings
     return settings.model_copy(update={"templates_dir": templates_dir})
+
+
+
 
 
 def test_one_guided_request_per_template_in_one_batch() -> None:
     settings = _settings()
     engine = FakeEngine(lambda _: ("{", "length"))
     warmup = warm_grammars(engine, settings)
-    shipped = list_templates(settings.templates_dir)
-    assert len(shipped) >= 4
+    # Templates with verbatim fields build their grammar per request: nothing to warm.
+    shipped = [
+        t
+        for t in list_templates(settings.templates_dir)
+        if not load_template(settings.templates_dir, t).for_profile("gpu").decoding.verbatim_paths
+    ]
+    assert len(shipped) >= 3
     assert warmup.templates == tuple(shipped)
     assert engine.batches == [len(shipped)]
     for template_id, request in zip(shipped, engine.requests, strict=True):
@@ -72,3 +81,17 @@ def test_every_decoding_schema_the_attempts_use_is_compiled_once(tmp_path: Path)
         template.decodings["uncapped"].schema,
         template.decodings["default"].schema,
     ]
+
+
+def test_templates_with_verbatim_fields_are_not_warmed(tmp_path: Path) -> None:
+    source = _settings().templates_dir
+    for name in ("generic_summary_v1", "document_brief_v1"):
+        shutil.copytree(source / name, tmp_path / name)
+    engine = FakeEngine(lambda _: ("{", "length"))
+    # On the CPU profile generic_summary_v1's key points are verbatim.
+    warmup = warm_grammars(engine, _settings(tmp_path, profile="cpu"))
+    assert warmup.templates == ("document_brief_v1",)
+    assert warm_grammars(engine, _settings(tmp_path, profile="gpu")).templates == (
+        "document_brief_v1",
+        "generic_summary_v1",
+    )

@@ -72,7 +72,9 @@ def test_one_arm_through_the_real_pipeline_with_a_fake_engine(
     template = load_template(TEMPLATES_DIR, "generic_summary_v1")
     directory = script.variant_templates_dir(tmp_path, TEMPLATES_DIR, template.id, "policy")
     settings = Settings().model_copy(update={"templates_dir": directory})
-    inputs = [("first", "first text to summarize"), ("second", "second text")]
+    # The texts hold the example's key points and action items: verbatim on the CPU profile.
+    copied = " ".join(template.example["key_points"] + template.example["action_items"])
+    inputs = [("first", f"first text. {copied}"), ("second", f"second text. {copied}")]
     engine = FakeEngine(lambda r: (json.dumps(template.example), "stop"))
     samples, wall = script.run_arm(
         engine=engine,
@@ -95,7 +97,8 @@ def test_one_arm_through_the_real_pipeline_with_a_fake_engine(
         concurrency=1,
     )
     assert not samples[0].valid
-    assert samples[0].attempts == template.policy.retry.attempts
-    assert samples[0].temperatures == template.policy.retry.temperatures
-    assert samples[0].decodings == ["default"] * template.policy.retry.attempts
+    retry = template.for_profile(settings.profile).policy.retry  # the profile's schedule
+    assert samples[0].attempts == retry.attempts
+    assert samples[0].temperatures == [retry.temperature_for(i) for i in range(retry.attempts)]
+    assert samples[0].decodings == ["default"] * retry.attempts
     assert samples[0].failure is None

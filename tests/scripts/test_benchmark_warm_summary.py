@@ -21,12 +21,13 @@ def script() -> ModuleType:
 
 def test_a_run_records_time_tokens_and_the_decodings_that_ran(script: ModuleType) -> None:
     settings = Settings()
-    example = json.dumps(load_template(settings.templates_dir, "generic_summary_v1").example)
+    # document_brief_v1: no verbatim field in any profile, so its example is a valid answer.
+    example = json.dumps(load_template(settings.templates_dir, "document_brief_v1").example)
     invalid = '{"title": "x"}'
     engine = FakeEngine([(invalid, "stop"), (example, "stop")])
     text = script.DEFAULT_SAMPLE.read_text()
     run = script.one_run(
-        engine, settings, SummaryRequest(text=text, template_id="generic_summary_v1")
+        engine, settings, SummaryRequest(text=text, template_id="document_brief_v1")
     )
     assert run.failure is None and run.valid
     assert (run.attempts, run.decodings) == (2, ["default", "default"])

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from structsum.models import Attempt, EnhancementResult, SummaryResult, Usage
+from structsum.models import Attempt, EnhancementResult, Grounding, SummaryResult, Usage
 from structsum.service.metrics import MetricsServer, ServiceMetrics, StatsLogger
 
 
@@ -84,6 +84,27 @@ def test_results_feed_counters() -> None:
     assert snap["errors_by_code"] == {"TemplateNotFound": 1}
     assert snap["valid_rate"] == 0.5
     assert snap["completion_tokens"] == 87
+
+
+def test_grounding_feeds_a_histogram_the_verbatim_counter_and_the_snapshot() -> None:
+    metrics = ServiceMetrics()
+    task = "structsum.summarize"
+    grounded = summary(valid=True).model_copy(
+        update={
+            "grounding": Grounding(
+                score=0.8, content_words=10, verbatim=0.75, verbatim_fields=4, verbatim_copied=3
+            )
+        }
+    )
+    metrics.record_result(task, grounded)
+    loose = Grounding(score=0.4, content_words=5)
+    metrics.record_result(task, summary(valid=True).model_copy(update={"grounding": loose}))
+    metrics.record_result(task, summary(valid=False))  # nothing graded: not counted
+    assert value(metrics, "structsum_summary_grounding_count", task=task) == 2
+    assert value(metrics, "structsum_summary_grounding_bucket", task=task, le="0.5") == 1
+    assert value(metrics, "structsum_verbatim_fields_total", task=task, copied="true") == 3
+    assert value(metrics, "structsum_verbatim_fields_total", task=task, copied="false") == 1
+    assert metrics.snapshot()["avg_grounding"] == pytest.approx(0.6)
 
 
 def test_queue_wait_needs_the_enqueue_time() -> None:
