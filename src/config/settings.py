@@ -66,9 +66,10 @@ class EngineSettings(BaseModel):
         "prefill included); the job deadline bounds the whole request",
     )
     pool_connections: int = Field(
-        default=64,
+        default=256,
         ge=1,
-        description="connections to the server kept per worker; requests beyond wait for one",
+        description="connections to the server per worker; requests beyond wait for one. "
+        "Keep it above queue.worker_concurrency (a job may send several requests at once)",
     )
     ready_timeout_s: float = Field(
         default=300.0,
