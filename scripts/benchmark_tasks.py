@@ -24,6 +24,13 @@ Commands:
     STRUCTSUM_QUEUE__BROKER_URL=redis://127.0.0.1:6379/7 flock /tmp/structsum-engine.lock \\
         python scripts/benchmark_tasks.py --task summary --via-queue --start-worker
 
+    # the same on a remote vLLM server (`structsum serve-engine` running at the URL)
+    python scripts/benchmark_tasks.py --task summary --engine remote --url http://127.0.0.1:8000
+
+    # scale-out: 2 workers on one Redis, one GPU each (CUDA_VISIBLE_DEVICES=0 and 1)
+    python scripts/benchmark_tasks.py --task summary --via-queue --start-worker --workers 2 \\
+        --gpu-per-worker --concurrency 64 128
+
 Exit status 1 if any job failed.
 """
 
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -60,6 +68,8 @@ from structsum.errors import StructsumError
 
 DEFAULTS = checkout_defaults(Path(__file__).resolve().parents[1])
 TASKS = ("enhancement", "summary")
+# Workers started by --start-worker serve /metrics on this port and the next ones.
+METRICS_PORT = 9464
 
 log = logging.getLogger("benchmark_tasks")
 
@@ -93,6 +103,25 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --via-queue: start `structsum worker` for the run (env settings), stop it after",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="with --start-worker: start this many workers on the queue (each its own engine, "
+        "or each a client of --url)",
+    )
+    parser.add_argument(
+        "--gpu-per-worker",
+        action="store_true",
+        help="with --workers: worker i sees only GPU i (CUDA_VISIBLE_DEVICES=i)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=["local", "remote"],
+        default=None,
+        help="engine kind for this run and the workers it starts [default: engine.kind]",
+    )
+    parser.add_argument("--url", default=None, help="the vLLM server's URL for --engine remote")
     parser.add_argument(
         "--timeout-s", type=float, default=900.0, help="per job, when waiting on the queue"
     )
@@ -175,14 +204,38 @@ def queue_jobs(args: argparse.Namespace) -> Jobs:
 
 
 def started_worker_jobs(args: argparse.Namespace) -> Jobs:
-    """``queue_jobs`` against a worker started for this run and stopped after it."""
+    """``queue_jobs`` against ``--workers`` workers started for this run, stopped after it."""
     from structsum.config import get_settings
 
-    log.info("starting a worker (engine load takes a minute)")
-    log_path = args.result_dir / report_filename("tasks", "worker").replace(".json", ".log")
-    worker = WorkerProcess.start(get_settings(), log_path=log_path)
+    settings = get_settings()
+    log.info("starting %d worker(s) (an engine load takes a minute)", args.workers)
+    workers: list[WorkerProcess] = []
+
+    def stop_all() -> None:
+        for worker in workers:
+            worker.stop()
+
+    try:
+        for index in range(args.workers):
+            name = f"worker{index}"
+            log_path = args.result_dir / report_filename("tasks", name).replace(".json", ".log")
+            env = {"CUDA_VISIBLE_DEVICES": str(index)} if args.gpu_per_worker else {}
+            workers.append(
+                WorkerProcess.start(
+                    settings,
+                    log_path=log_path,
+                    hostname=f"{name}@%h",
+                    env={**env, "STRUCTSUM_QUEUE__METRICS_PORT": str(METRICS_PORT + index)},
+                    wait=False,
+                )
+            )
+        for worker in workers:  # they load their engines together
+            worker.wait_ready(settings)
+    except BaseException:
+        stop_all()
+        raise
     jobs, model, _ = queue_jobs(args)
-    return jobs, model, worker.stop
+    return jobs, model, stop_all
 
 
 # --- engine figures --------------------------------------------------------------------
@@ -252,6 +305,15 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--iterations and --concurrency must be >= 1")
     if args.start_worker and not args.via_queue:
         raise SystemExit("--start-worker goes with --via-queue")
+    if args.workers < 1 or (args.workers > 1 and not args.start_worker):
+        raise SystemExit("--workers N (N >= 1) goes with --start-worker")
+    if args.engine == "remote" and not args.url:
+        raise SystemExit("--engine remote needs --url (the vLLM server, e.g. http://host:8000)")
+    # Through the environment: this process's settings and the workers it starts agree.
+    if args.engine:
+        os.environ["STRUCTSUM_ENGINE__KIND"] = args.engine
+    if args.url:
+        os.environ["STRUCTSUM_ENGINE__URL"] = args.url
     tasks = list(TASKS) if args.task == "both" else [args.task]
     texts, source = pick_texts(args)
     if not args.via_queue:
@@ -267,33 +329,44 @@ def main(argv: list[str] | None = None) -> int:
     before = engine_figures(args)
     try:
         metrics, samples = measure(jobs, tasks, texts, args)
-        engine = engine_delta(before, engine_figures(args))
+        figures = engine_delta(before, engine_figures(args))
     finally:
         close()
     model = model_name()
 
     report = start_report("tasks", args, model=model, defaults=DEFAULTS)
-    report["settings"] = {"mode": "queue" if args.via_queue else "in-process", "inputs": source}
-    if not args.via_queue:
-        from structsum.config import get_settings
+    from structsum.config import get_settings
 
+    engine = get_settings().engine
+    report["settings"] = {
+        "mode": "queue" if args.via_queue else "in-process",
+        "inputs": source,
+        "engine": engine.kind,
+        "url": engine.url,
+        "workers": args.workers if args.start_worker else None,
+        "gpu_per_worker": args.gpu_per_worker,
+    }
+    if not args.via_queue:
         # the broker URL's password is masked when the report is written
         report["settings"]["structsum"] = get_settings().model_dump(mode="json")
     report["results"] = [asdict(m) for m in metrics]
     report["samples"] = samples
     # vLLM's prefix-cache and speculation figures over the run (warm-up jobs included)
-    report["engine"] = engine
+    report["engine"] = figures
     path = finish_report(report, args)
 
     mode = "via queue" if args.via_queue else "in-process"
+    mode += f", {engine.kind} engine"
+    if args.start_worker:
+        mode += f", {args.workers} worker(s)"
     print_table(
         f"task benchmark ({mode}): {Path(model).name}", TASK_COLUMNS, task_rows(report["results"])
     )
-    for worker, figures in sorted(engine.items()):
-        rate = figures.get("prefix_hit_rate")
+    for worker, counters in sorted(figures.items()):
+        rate = counters.get("prefix_hit_rate")
         print(
-            f"prefix cache ({worker}): {figures.get('prefix_hits', 0)}/"
-            f"{figures.get('prefix_queries', 0)} prompt tokens reused"
+            f"prefix cache ({worker}): {counters.get('prefix_hits', 0)}/"
+            f"{counters.get('prefix_queries', 0)} prompt tokens reused"
             + ("" if rate is None else f" ({rate:.0%})")
         )
     print(f"report: {path}")

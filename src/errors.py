@@ -176,6 +176,34 @@ class EngineUnavailable(EngineError):
     hint = "wait for the worker to (re)start its engine; check its log"
 
 
+class EngineUnreachable(EngineError):
+    """The remote vLLM server cannot be reached: connection refused or dropped, or a 5xx."""
+
+    hint = (
+        "check that the vLLM server at STRUCTSUM_ENGINE__URL is up (`structsum serve-engine`); "
+        "the job is retried"
+    )
+
+
+class EngineTimeout(EngineError):
+    """The remote vLLM server stayed silent longer than engine.read_timeout_s."""
+
+    hint = (
+        "the server is overloaded or hung; add servers, or raise "
+        "STRUCTSUM_ENGINE__READ_TIMEOUT_S"
+    )
+
+
+# Not an EngineError (those are retried): the same request and settings are refused again.
+class EngineRejected(StructsumError):
+    """The remote vLLM server refused the request (4xx): wrong key, model or request."""
+
+    hint = (
+        "check STRUCTSUM_ENGINE__API_KEY and STRUCTSUM_ENGINE__SERVED_MODEL_NAME against the "
+        "server's --api-key and --served-model-name (see details for its answer)"
+    )
+
+
 class EngineOutOfMemory(EngineError):
     """The engine ran out of (GPU or CPU KV-cache) memory for this request."""
 

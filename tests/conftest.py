@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,6 +32,97 @@ def engine(settings: Settings) -> Iterator[object]:
 
     yield load_engine(settings.engine, settings.cache_dir)
     close_engine()
+
+
+# A server start is an engine start (30-90 s on the 2-core box) plus uvicorn.
+SERVER_START_TIMEOUT_S = 300.0
+SERVER_STOP_TIMEOUT_S = 60.0
+# The test server's KV cache: enough for the service tests' 16 concurrent jobs with the
+# 135M model, and half the default, since a local engine may be up beside it.
+SERVER_KV_CACHE_GIB = 1.0
+
+
+@dataclass
+class VllmServer:
+    """A `structsum serve-engine` process (vLLM's OpenAI server) and where it listens."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def worker_env(self) -> dict[str, str]:
+        """What a worker (or a settings object) needs to use this server."""
+        return {"STRUCTSUM_ENGINE__KIND": "remote", "STRUCTSUM_ENGINE__URL": self.url}
+
+    def metric(self, name: str) -> float:
+        """The sum of a metric's samples on the server's /metrics (0 when absent)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(self.url + "/metrics", timeout=5) as response:
+            text = response.read().decode()
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
+    """The bundled model behind a real vLLM OpenAI server, started once per session.
+
+    Started the way an operator would (`structsum serve-engine`), in its own process
+    group so that stopping it takes its engine-core process along.
+    """
+    url = f"http://127.0.0.1:{_free_port()}"
+    log_path = tmp_path_factory.mktemp("vllm-server") / "server.log"
+    env = {
+        **os.environ,
+        "STRUCTSUM_ENGINE__URL": url,
+        "STRUCTSUM_ENGINE__KV_CACHE_SPACE_GIB": str(SERVER_KV_CACHE_GIB),
+    }
+    command = [sys.executable, "-m", "structsum.commands.service", "serve-engine"]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    server = VllmServer(process, url, log_path)
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    try:
+        while not _healthy(url):
+            if process.poll() is not None:
+                pytest.fail(f"vllm server exited with {process.returncode}:\n{server.log_tail()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"vllm server not ready in {SERVER_START_TIMEOUT_S} s:\n"
+                            f"{server.log_tail()}")  # fmt: skip
+            time.sleep(1.0)
+        yield server
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=SERVER_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=SERVER_STOP_TIMEOUT_S)
 
 
 @pytest.fixture(scope="session")

@@ -51,9 +51,12 @@ def worker_answers(settings: Settings, *, timeout_s: float = PING_TIMEOUT_S) -> 
 class WorkerProcess:
     """One worker subprocess; use as a context manager, or call ``stop()``."""
 
-    def __init__(self, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    def __init__(
+        self, process: subprocess.Popen[bytes], log_path: Path, hostname: str | None = None
+    ) -> None:
         self.process = process
         self.log_path = log_path
+        self.hostname = hostname
 
     @classmethod
     def start(
@@ -63,28 +66,41 @@ class WorkerProcess:
         log_path: Path,
         concurrency: int | None = None,
         timeout_s: float = WORKER_START_TIMEOUT_S,
+        hostname: str | None = None,
+        env: Mapping[str, str] | None = None,
+        wait: bool = True,
     ) -> WorkerProcess:
-        """Start a worker and return once it answers; WorkerNotReady if it never does."""
+        """Start a worker and return once it answers; WorkerNotReady if it never does.
+
+        ``hostname``: its Celery node name (several workers on one host need distinct
+        ones; readiness then waits for that node). ``env``: added to its environment
+        (``CUDA_VISIBLE_DEVICES`` for one worker per GPU). ``wait=False`` returns at
+        once, so that several workers load their engines together; call ``wait_ready``.
+        """
         command = [sys.executable, "-m", "structsum.commands.service", "worker"]
         if concurrency:
             command += ["--concurrency", str(concurrency)]
+        if hostname:
+            command += ["--hostname", hostname]
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("wb") as out:
             process = subprocess.Popen(
                 command,
-                env=worker_env(settings),
+                env={**worker_env(settings), **(env or {})},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        worker = cls(process, log_path)
-        worker.wait_ready(settings, timeout_s)
+        worker = cls(process, log_path, hostname)
+        if wait:
+            worker.wait_ready(settings, timeout_s)
         return worker
 
-    def wait_ready(self, settings: Settings, timeout_s: float) -> None:
+    def wait_ready(self, settings: Settings, timeout_s: float = WORKER_START_TIMEOUT_S) -> None:
         app = build_app(settings)
         deadline = time.monotonic() + timeout_s
-        while not app.control.ping(timeout=PING_TIMEOUT_S):
+        nodes = [self.hostname] if self.hostname else None
+        while not app.control.ping(destination=nodes, timeout=PING_TIMEOUT_S):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 code = self.process.poll()
                 self.stop()

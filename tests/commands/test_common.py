@@ -65,3 +65,27 @@ def test_worker_commands_without_their_extra_exit_1_without_a_traceback(
     assert result.exit_code == 1, result.output
     assert "MissingExtra" in result.output and extra in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_remote_worker_needs_the_remote_extra_not_vllm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from structsum.config import get_settings
+
+    monkeypatch.setenv("STRUCTSUM_ENGINE__KIND", "remote")
+    monkeypatch.setenv("STRUCTSUM_ENGINE__URL", "http://gpu-host:8000")
+    get_settings.cache_clear()
+    try:
+        monkeypatch.setattr(importlib.util, "find_spec", without("vllm"))
+        require_extra("worker", engine=True)  # vLLM is not needed to talk to a server
+        monkeypatch.setattr(importlib.util, "find_spec", without("vllm", "httpx"))
+        with pytest.raises(MissingExtra) as caught:
+            require_extra("worker", engine=True)
+        assert caught.value.details["extras"] == ["remote"]
+        assert "structsum[remote]" in caught.value.message
+        # serving the model needs vLLM whatever kind the workers use
+        with pytest.raises(MissingExtra) as caught:
+            require_extra("serve-engine", engine=True, server=True)
+        assert caught.value.details["missing"] == ["vllm"]
+    finally:
+        get_settings.cache_clear()

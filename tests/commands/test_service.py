@@ -105,3 +105,27 @@ def test_worker_exits_70_when_celery_returns_no_status(monkeypatch: pytest.Monke
     monkeypatch.setattr(tasks.app, "start", start)
     monkeypatch.setattr(tasks, "runtime", lambda: rt)
     assert runner.invoke(app, ["worker"]).exit_code == 70
+
+
+def test_serve_engine_prints_a_server_matching_the_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from structsum.config import get_settings
+
+    monkeypatch.setenv("STRUCTSUM_ENGINE__MODEL", str(tmp_path))  # a local folder: no conversion
+    monkeypatch.setenv("STRUCTSUM_ENGINE__URL", "http://0.0.0.0:8123")
+    monkeypatch.setenv("STRUCTSUM_ENGINE__MAX_NUM_SEQS", "5")
+    monkeypatch.setenv("STRUCTSUM_ENGINE__API_KEY", "s3cret-key")
+    get_settings.cache_clear()
+    try:
+        result = runner.invoke(app, ["serve-engine", "--dry-run"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    argv = result.stdout.split()
+    assert argv[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    assert argv[argv.index("--model") + 1] == str(tmp_path)
+    assert argv[argv.index("--host") + 1] == "0.0.0.0"
+    assert argv[argv.index("--port") + 1] == "8123"
+    assert argv[argv.index("--max-num-seqs") + 1] == "5"
+    assert "s3cret-key" not in result.output  # the key travels in VLLM_API_KEY only

