@@ -63,6 +63,8 @@ def gpu_defaults() -> dict[str, dict[str, Any]]:
       cache from the card, leaving room for CUDA graphs and the sampler.
     - ``mask_threads``: grammar masks filled in parallel (the structsum vLLM plugin),
       1.8-2.3x on xgrammar at 64 in flight.
+    - ``default_policy`` gpu: a template without policy.toml decodes uncapped, the
+      fast path on a GPU; the full schema still validates.
     """
     cores = os.cpu_count() or 1
     return {
@@ -73,6 +75,8 @@ def gpu_defaults() -> dict[str, dict[str, Any]]:
             "structured_output_backend": "guidance",
             "mask_threads": max(1, min(cores // 2, MAX_MASK_THREADS)),
         },
+        # Templates without policy.toml: no caps in the grammar (DESIGN.md section 5).
+        "templates": {"default_policy": "gpu"},
     }
 
 
@@ -85,7 +89,7 @@ def cpu_defaults() -> dict[str, dict[str, Any]]:
     compile cache loads: engine init 49 s -> 14 s, whole engine load 72 s -> 48 s on
     the 2-core box (docs/benchmarks.md).
     """
-    return {"engine": {"aot_compile": False}}
+    return {"engine": {"aot_compile": False}, "templates": {"default_policy": "cpu"}}
 
 
 def profile_defaults(profile: Profile) -> dict[str, dict[str, Any]]:

@@ -24,7 +24,7 @@ from structsum.errors import SchemaInvalid
 from structsum.processors.guide import Guide
 from structsum.processors.policy import SimplifyPolicy
 from structsum.processors.schema_refs import LocalRefs, has_refs
-from structsum.processors.schema_walk import Schema, map_subschemas, transform
+from structsum.processors.schema_walk import Schema, map_subschemas, transform, walk
 
 Step = Callable[[Schema], tuple[Schema, list["Change"]]]
 
@@ -110,14 +110,20 @@ def _is_object_with_properties(node: Schema) -> bool:
 # --- transformations --------------------------------------------------------------------
 
 
-def inline_refs(schema: Schema) -> tuple[Schema, list[Change]]:
+def inline_refs(
+    schema: Schema, max_depth: int = 0, *, max_inlined: int | None = None
+) -> tuple[Schema, list[Change]]:
     """Replace every local ``$ref`` by its target and remove the then unused ``$defs``.
 
     Some backends handle ``$ref`` poorly and every later step must see the real
     subschema to cap it. Only JSON-pointer references into the same document are
-    inlined (resolved by ``referencing``, relative to ``$id``); a remote reference or
-    a recursive one raises ``SchemaInvalid`` (recursion cannot be inlined: set
-    ``inline_refs = false`` for such schemas).
+    inlined (resolved by ``referencing``, relative to ``$id``); a remote reference
+    raises ``SchemaInvalid``. A recursive reference (a tree, a comment thread) is
+    expanded ``max_depth`` times and then replaced by ``false``: the decoder cannot
+    nest deeper, the full schema still validates every level. With ``max_depth``
+    0 recursion raises ``SchemaInvalid``. Inlining can multiply a schema (a
+    definition used twice in a definition used twice...): past ``max_inlined``
+    inlined references it stops with ``SchemaInvalid`` instead of running for minutes.
     """
     body = {k: v for k, v in schema.items() if k not in ("$defs", "definitions")}
     if not has_refs(body):
@@ -133,26 +139,88 @@ def inline_refs(schema: Schema) -> tuple[Schema, list[Change]]:
         if not isinstance(ref, str):
             return map_subschemas(node, location, lambda sub, at: expand(sub, at, refs, stack))
         found, inner_refs = refs.lookup(ref, location)
-        if any(target is found for _, target in stack):
+        depth = sum(target is found for _, target in stack)
+        if depth and depth >= max_depth:
+            if max_depth:
+                changes.append(
+                    Change("depth-limited", "$ref", location, f"{ref!r} at {depth}", True)
+                )
+                return False
             raise SchemaInvalid(
                 f"recursive $ref {ref!r} at {location} cannot be inlined; "
-                "set [simplify] inline_refs = false in policy.toml",
+                "set [simplify] max_ref_depth or inline_refs = false in policy.toml",
                 {"ref": ref, "chain": [seen for seen, _ in stack]},
+            )
+        if max_inlined is not None and len(changes) > max_inlined:
+            raise SchemaInvalid(
+                f"inlining $ref expands the schema past {max_inlined} references "
+                f"(at {location}); set [simplify] inline_refs = false or a lower max_ref_depth",
+                {"ref": ref, "max_inlined_refs": max_inlined},
             )
         target = expand(found, location, inner_refs, (*stack, (ref, found)))
         rest = {k: v for k, v in node.items() if k != "$ref"}
         siblings = expand(rest, location, refs, stack)
         changes.append(Change("inlined", "$ref", location, repr(ref)))
+        if max_inlined is not None and len(changes) > max_inlined:
+            raise SchemaInvalid(
+                f"inlining $ref expands the schema past {max_inlined} references "
+                f"(at {location}); set [simplify] inline_refs = false or a lower max_ref_depth",
+                {"ref": ref, "max_inlined_refs": max_inlined},
+            )
         if not isinstance(target, dict) or set(siblings) & set(target):
             # A boolean target or clashing keywords: keep draft 2020-12's "siblings AND target".
             return {**siblings, "allOf": [*siblings.get("allOf", []), target]}
         return {**target, **siblings}
 
     out = expand(body, "$", LocalRefs.of(schema), ())
+    if any(c.action == "depth-limited" for c in changes):
+        out, _ = transform(out, _prune_false)
     for defs in ("$defs", "definitions"):
         if defs in schema:
             changes.append(Change("removed", defs, "$", "(inlined)"))
     return out, changes
+
+
+def _prune_false(node: Schema, path: str) -> tuple[Schema, list[Change]]:
+    """Drop ``false`` properties and ``anyOf``/``oneOf`` branches that a depth limit left.
+
+    xgrammar refuses a ``false`` schema there ("cannot accept any value"); without the
+    property or the branch the decoder produces the same outputs.
+    """
+    properties = node.get("properties")
+    if isinstance(properties, dict):
+        required = set(node.get("required", []))
+        node["properties"] = {
+            k: v for k, v in properties.items() if v is not False or k in required
+        }
+    for keyword in ("anyOf", "oneOf"):
+        branches = node.get(keyword)
+        if isinstance(branches, list) and any(b is False for b in branches):
+            kept = [b for b in branches if b is not False]
+            if kept:
+                node[keyword] = kept
+    return node, []
+
+
+def inline_refs_bounded(
+    schema: Schema, max_depth: int, *, max_inlined: int
+) -> tuple[Schema, list[Change]]:
+    """:func:`inline_refs`, recursing less deep where ``max_depth`` passes the budget.
+
+    Mutually recursive definitions (an expression language) multiply at each level;
+    one level less is still a decoding schema, where the full schema validates all.
+    """
+    for depth in range(max_depth, 0, -1):
+        try:
+            out, changes = inline_refs(schema, depth, max_inlined=max_inlined)
+        except SchemaInvalid as exc:
+            if "max_inlined_refs" in exc.details and depth > 1:
+                continue
+            raise
+        if depth < max_depth:
+            changes.append(Change("lowered", "max_ref_depth", "$", f"{max_depth} -> {depth}", True))
+        return out, changes
+    return inline_refs(schema, 0, max_inlined=max_inlined)
 
 
 def drop_keywords(schema: Schema, keywords: Iterable[str]) -> tuple[Schema, list[Change]]:
@@ -164,6 +232,23 @@ def drop_keywords(schema: Schema, keywords: Iterable[str]) -> tuple[Schema, list
         for k in found:
             del node[k]
         return node, [Change("dropped", k, path) for k in found]
+
+    return transform(schema, fn)
+
+
+def drop_formats_except(schema: Schema, kept: frozenset[str]) -> tuple[Schema, list[Change]]:
+    """Drop every ``format`` the grammar backend cannot build (loosening only).
+
+    vLLM refuses a whole schema for xgrammar over one unknown format (``semver``,
+    ``color``); validation still checks the formats jsonschema knows.
+    """
+
+    def fn(node: Schema, path: str) -> tuple[Schema, list[Change]]:
+        fmt = node.get("format")
+        if fmt is None or fmt in kept:
+            return node, []
+        del node["format"]
+        return node, [Change("dropped", "format", path, f"{fmt!r} (not in grammar_formats)")]
 
     return transform(schema, fn)
 
@@ -186,12 +271,30 @@ def unbound_pattern_strings(schema: Schema) -> tuple[Schema, list[Change]]:
     return transform(schema, fn)
 
 
+def _variant_objects(schema: Schema) -> set[str]:
+    """Locations of objects that list properties beside ``anyOf``/``oneOf`` variants, and
+    of those variants: the keys of one are allowed by the other."""
+    found: set[str] = set()
+    for location, node in walk(schema):
+        if not isinstance(node.get("properties"), dict):
+            continue
+        for keyword in ("anyOf", "oneOf"):
+            branches = node.get(keyword)
+            if isinstance(branches, list):
+                found.add(location)
+                found.update(f"{location}.{keyword}[{i}]" for i in range(len(branches)))
+    return found
+
+
 def additional_properties_false(schema: Schema) -> tuple[Schema, list[Change]]:
     """Forbid unlisted keys on objects that list properties and say nothing about others.
 
-    Skipped where ``allOf`` composes objects: a branch with ``additionalProperties:
-    false`` would reject the keys its sibling branches define.
+    Skipped where ``allOf``/``anyOf``/``oneOf`` compose objects: a branch with
+    ``additionalProperties: false`` would reject the keys the base or its sibling
+    branches define (real schemas put shared keys beside a ``oneOf`` of variants).
     """
+
+    open_variants = _variant_objects(schema)
 
     def fn(node: Schema, path: str) -> tuple[Schema, list[Change]]:
         if (
@@ -199,6 +302,7 @@ def additional_properties_false(schema: Schema) -> tuple[Schema, list[Change]]:
             or any(k in node for k in ("additionalProperties", "patternProperties"))
             or any(k in node for k in ("unevaluatedProperties", "allOf"))
             or path.rsplit(".", 1)[-1].startswith("allOf[")
+            or path in open_variants
         ):
             return node, []
         node["additionalProperties"] = False
@@ -253,6 +357,10 @@ def cap_items(
     def fn(node: Schema, path: str) -> tuple[Schema, list[Change]]:
         if not _is_array(node):
             return node, []
+        if "items" not in node and "prefixItems" not in node:
+            # xgrammar 0.2 with maxItems and no items accepts only [] (measured): say
+            # "any item" explicitly, which means the same.
+            node["items"] = {}
         return node, _cap(node, path, "maxItems", "minItems", max_items, replace=replace)
 
     return transform(schema, fn)
@@ -304,9 +412,13 @@ def _steps(policy: SimplifyPolicy) -> Sequence[Step]:
     }
     drops = [k for k in policy.drop_keywords if k not in replaced]
     if policy.inline_refs:
-        steps.append(inline_refs)
+        depth, budget = policy.max_ref_depth, policy.max_inlined_refs
+        steps.append(lambda s: inline_refs_bounded(s, depth, max_inlined=budget))
     if drops:
         steps.append(lambda s: drop_keywords(s, drops))
+    if policy.grammar_formats is not None:
+        formats = frozenset(policy.grammar_formats)
+        steps.append(lambda s: drop_formats_except(s, formats))
     steps.append(unbound_pattern_strings)
     if policy.additional_properties_false:
         steps.append(additional_properties_false)

@@ -172,5 +172,5 @@ def summarize_template(
 
 def summarize(request: SummaryRequest, *, engine: Engine, settings: Settings) -> SummaryResult:
     """The public entry (tasks, CLI): load the request's template, then summarize with it."""
-    template = load_template(settings.template_dirs, request.template_id)
+    template = load_template(settings.template_dirs, request.template_id, settings.templates)
     return summarize_template(template, request, engine=engine, settings=settings)

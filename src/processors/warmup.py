@@ -42,7 +42,9 @@ def warmup_requests(
     warmed: list[str] = []
     requests: list[GenerationRequest] = []
     for template_id in ids:
-        guide = load_template(settings.templates_dir, template_id).decoding.guide
+        guide = load_template(
+            settings.template_dirs, template_id, settings.templates
+        ).decoding.guide
         if guide is None:
             continue
         warmed.append(template_id)

@@ -97,9 +97,14 @@ def test_missing_file(tmp_path: Path, missing: str) -> None:
         ({"properties": {"a": {"minLength": -1}}}, SchemaInvalid, "not a valid JSON Schema"),
         ({"properties": {"a": {"pattern": "(unclosed"}}}, SchemaInvalid, "not a valid JSON Schema"),
         (
-            {"$schema": "http://json-schema.org/draft-07/schema#"},
+            {"$schema": "http://json-schema.org/draft-03/schema#"},
             SchemaInvalid,
-            "templates use draft 2020-12",
+            "not a supported JSON Schema draft",
+        ),
+        (
+            {"$schema": "http://json-schema.org/draft-04/schema#", "minimum": 1, "type": "strng"},
+            SchemaInvalid,
+            r"not a valid JSON Schema \(draft-04\): .* at \$.type",
         ),
         (
             {"properties": {"a": {"$ref": "https://example.com/x.json"}}},
@@ -111,11 +116,6 @@ def test_missing_file(tmp_path: Path, missing: str) -> None:
             SchemaInvalid,
             "over the bound",
         ),
-        (
-            {"$defs": {"n": {"properties": {"next": {"$ref": "#/$defs/n"}}}}, "$ref": "#/$defs/n"},
-            SchemaInvalid,
-            "recursive \\$ref",
-        ),
     ],
 )
 def test_bad_schema(tmp_path: Path, schema: Any, error: type[Exception], message: str) -> None:
@@ -123,6 +123,14 @@ def test_bad_schema(tmp_path: Path, schema: Any, error: type[Exception], message
     with pytest.raises(error, match=message) as info:
         load_template(tmp_path, "t1")
     assert "'t1'" in str(info.value)
+
+
+def test_recursive_schema_is_refused_without_a_depth(tmp_path: Path) -> None:
+    schema = {"$defs": {"n": {"properties": {"next": {"$ref": "#/$defs/n"}}}}, "$ref": "#/$defs/n"}
+    policy = "[simplify]\nmax_ref_depth = 0\n"
+    write_template(tmp_path, schema=schema, example={}, policy=policy)
+    with pytest.raises(SchemaInvalid, match="recursive \\$ref"):
+        load_template(tmp_path, "t1")
 
 
 def test_recursive_schema_loads_when_refs_are_not_inlined(tmp_path: Path) -> None:
