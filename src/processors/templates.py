@@ -193,13 +193,18 @@ def _mtimes(directory: Path) -> tuple[float | None, ...]:
     return tuple(stamps)
 
 
-def template_dir(templates_dir: TemplateDirs, template_id: str) -> Path:
-    """The directory of ``template_id``; refuses ids that are not plain directory names."""
+def check_template_id(template_id: str) -> None:
+    """Refuse an id that is not a plain directory name (it could escape the folder)."""
     if not _TEMPLATE_ID.match(template_id) or template_id in (".", ".."):
         raise TemplateNotFound(
             f"template id {template_id!r} is not a valid id (letters, digits, _ . -)",
             {"template_id": template_id},
         )
+
+
+def template_dir(templates_dir: TemplateDirs, template_id: str) -> Path:
+    """The directory of ``template_id``; refuses ids that are not plain directory names."""
+    check_template_id(template_id)
     directory = find_template_dir(templates_dir, template_id)
     if directory is None:
         searched = ", ".join(str(d) for d in as_dirs(templates_dir))
