@@ -81,7 +81,7 @@ def example_instance(schema: Schema, *, format_checking: bool = True) -> dict[st
             schema, built, format_checking=format_checking
         ):
             return built
-    found = _hypothesis_example(normalised)
+    found = _in_order(_hypothesis_example(normalised), flat)
     errors = validate_instance(schema, found, format_checking=format_checking)
     if not isinstance(found, dict) or errors:
         raise ExampleInvalid(
@@ -199,8 +199,8 @@ def _array(node: Schema, name: str, optional: bool) -> list[Any]:
 
 def _string(node: Schema, name: str) -> str:
     fmt = node.get("format")
-    if "pattern" in node:
-        raise _NoExample(name)  # hypothesis draws pattern strings
+    if isinstance(node.get("pattern"), str):
+        return _pattern_sample(node["pattern"], name)
     if isinstance(fmt, str) and fmt in FORMAT_SAMPLES:
         return FORMAT_SAMPLES[fmt]
     text = _words(name)
@@ -208,6 +208,40 @@ def _string(node: Schema, name: str) -> str:
     while len(text) < low:
         text += " " + _words(name)
     return text[:high] if isinstance(high, int) else text
+
+
+def _pattern_sample(pattern: str, name: str) -> str:
+    """The shortest string hypothesis finds that ``pattern`` matches (``T-0000``)."""
+    try:
+        from hypothesis import HealthCheck, find, settings
+        from hypothesis import strategies as st
+        from hypothesis.errors import HypothesisException
+    except ImportError as exc:
+        raise _NoExample(name) from exc
+    try:
+        return str(
+            find(
+                st.from_regex(pattern),
+                lambda _: True,
+                settings=settings(database=None, suppress_health_check=list(HealthCheck)),
+            )
+        )
+    except (HypothesisException, re.error) as exc:
+        raise _NoExample(name) from exc
+
+
+def _in_order(instance: Any, node: Any) -> Any:
+    """``instance`` with object keys in the schema's property order (vLLM's xgrammar
+    backend decodes keys in that order, and the model copies the example)."""
+    if isinstance(instance, dict) and isinstance(node, dict):
+        properties = node.get("properties") if isinstance(node.get("properties"), dict) else {}
+        ordered = [k for k in properties if k in instance] + [
+            k for k in instance if k not in properties
+        ]
+        return {k: _in_order(instance[k], properties.get(k)) for k in ordered}
+    if isinstance(instance, list) and isinstance(node, dict):
+        return [_in_order(item, node.get("items")) for item in instance]
+    return instance
 
 
 def _number(node: Schema, *, integer: bool) -> int | float:

@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 
+from structsum.config.settings import TemplateSettings
 from structsum.errors import (
     ExampleInvalid,
     PromptRenderError,
@@ -13,7 +14,6 @@ from structsum.errors import (
     TemplateInvalid,
     TemplateNotFound,
 )
-from structsum.config.settings import TemplateSettings
 from structsum.processors.policy import (
     CPU_DEFAULT_MAX_ITEMS,
     CPU_DEFAULT_MAX_STRING_LENGTH,
@@ -122,7 +122,7 @@ def test_format_checking_is_a_setting(tmp_path: Path) -> None:
 
 def test_a_schema_above_the_size_limit_is_refused(tmp_path: Path) -> None:
     write_template(tmp_path)
-    with pytest.raises(SchemaInvalid, match="above templates.max_schema_bytes") as info:
+    with pytest.raises(SchemaInvalid, match=r"above templates\.max_schema_bytes") as info:
         load_template(tmp_path, "t1", TemplateSettings(max_schema_bytes=50))
     assert "MAX_SCHEMA_BYTES" in info.value.hint
 
