@@ -38,7 +38,8 @@ def warmup_requests(
     settings: Settings, template_ids: Sequence[str] | None = None
 ) -> tuple[tuple[str, ...], list[GenerationRequest]]:
     """One guided request per template whose policy guides decoding (``none`` is skipped)."""
-    ids = list_templates(settings.templates_dir) if template_ids is None else template_ids
+    # Every id the worker can serve: the user's folder and the shipped templates.
+    ids = list_templates(settings.template_dirs) if template_ids is None else template_ids
     warmed: list[str] = []
     requests: list[GenerationRequest] = []
     for template_id in ids:
