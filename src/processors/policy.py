@@ -135,6 +135,11 @@ class SimplifyPolicy(_Strict):
     max_string_length: int | None = Field(
         default=None, ge=1, description="add or tighten maxLength on every string to at most this"
     )
+    grammar_compatible: bool = Field(
+        default=False,
+        description="reshape what vLLM refuses for xgrammar (empty allOf branches, "
+        "patternProperties beside properties) instead of failing the request",
+    )
     strip_caps: bool = Field(
         default=False,
         description="remove maxItems/maxLength from the decoding schema (fast on GPUs; the "
@@ -261,12 +266,18 @@ def default_policy(kind: Literal["cpu", "gpu"]) -> Policy:
     drops, formats = list(GRAMMAR_UNSUPPORTED), list(GRAMMAR_FORMATS)
     if kind == "gpu":
         return Policy(
-            simplify=SimplifyPolicy(drop_keywords=drops, grammar_formats=formats, strip_caps=True)
+            simplify=SimplifyPolicy(
+                drop_keywords=drops,
+                grammar_formats=formats,
+                grammar_compatible=True,
+                strip_caps=True,
+            )
         )
     return Policy(
         simplify=SimplifyPolicy(
             drop_keywords=drops,
             grammar_formats=formats,
+            grammar_compatible=True,
             max_items=CPU_DEFAULT_MAX_ITEMS,
             max_string_length=CPU_DEFAULT_MAX_STRING_LENGTH,
         )

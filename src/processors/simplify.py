@@ -29,6 +29,10 @@ from structsum.processors.schema_walk import Schema, map_subschemas, transform, 
 Step = Callable[[Schema], tuple[Schema, list["Change"]]]
 
 _LENGTH_BOUNDS = ("minLength", "maxLength")
+# Keywords that describe an instance without constraining it.
+_ANNOTATIONS = frozenset(
+    {"title", "description", "default", "examples", "$comment", "deprecated", "readOnly"}
+)
 # The (ref, target) pairs being inlined, outermost first: meeting a target again is recursion.
 _RefStack = tuple[tuple[str, Any], ...]
 
@@ -253,6 +257,49 @@ def drop_formats_except(schema: Schema, kept: frozenset[str]) -> tuple[Schema, l
     return transform(schema, fn)
 
 
+def grammar_compatible(schema: Schema) -> tuple[Schema, list[Change]]:
+    """Reshape what vLLM refuses for xgrammar although the grammar could do without it.
+
+    - ``allOf`` branches that constrain nothing (``{}``, ``true``, annotations; what dropping
+      ``if``/``then`` leaves) are removed, and an ``allOf`` of one branch is merged
+      into its node when no keyword clashes: vLLM refuses any ``allOf`` of 2+ branches.
+    - ``patternProperties`` beside ``properties`` (refused together) is removed: the
+      decoder then writes only the listed keys, a listed restriction.
+    """
+
+    def fn(node: Schema, path: str) -> tuple[Schema, list[Change]]:
+        changes: list[Change] = []
+        branches = node.get("allOf")
+        if isinstance(branches, list):
+            kept = [
+                b
+                for b in branches
+                if b is not True and not (isinstance(b, dict) and set(b) <= _ANNOTATIONS)
+            ]
+            if len(kept) < len(branches):
+                changes.append(
+                    Change("dropped", "allOf", path, f"{len(branches) - len(kept)} empty branches")
+                )
+            if not kept:
+                del node["allOf"]
+            elif len(kept) == 1 and isinstance(kept[0], dict) and not set(kept[0]) & set(node):
+                del node["allOf"]
+                node.update(kept[0])
+                changes.append(Change("merged", "allOf", path, "one branch"))
+            else:
+                node["allOf"] = kept
+        if isinstance(node.get("patternProperties"), dict) and "properties" in node:
+            del node["patternProperties"]
+            changes.append(
+                Change(
+                    "dropped", "patternProperties", path, "(beside properties)", restrictive=True
+                )
+            )
+        return node, changes
+
+    return transform(schema, fn)
+
+
 def unbound_pattern_strings(schema: Schema) -> tuple[Schema, list[Change]]:
     """Drop length bounds from strings that keep a ``pattern`` or ``format``.
 
@@ -419,6 +466,8 @@ def _steps(policy: SimplifyPolicy) -> Sequence[Step]:
     if policy.grammar_formats is not None:
         formats = frozenset(policy.grammar_formats)
         steps.append(lambda s: drop_formats_except(s, formats))
+    if policy.grammar_compatible:
+        steps.append(grammar_compatible)
     steps.append(unbound_pattern_strings)
     if policy.additional_properties_false:
         steps.append(additional_properties_false)

@@ -507,3 +507,24 @@ def test_regex_mode_guides_by_its_regex() -> None:
     assert regex.guide == Guide("regex", '"[a-z]*"')
     # A mode without what it needs decodes unguided rather than guessing.
     assert SimplifiedSchema("json_schema", None, None, []).guide is None
+
+
+def test_grammar_compatible_removes_what_vllm_refuses_for_xgrammar() -> None:
+    from vllm.v1.structured_output.backend_xgrammar import (
+        has_xgrammar_unsupported_json_features,
+    )
+
+    from structsum.processors.simplify import grammar_compatible
+
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "string"}},
+        "patternProperties": {"^x-": {"type": "string"}},
+        "allOf": [{}, {"description": "annotation only"}, {"required": ["a"]}],
+    }
+    assert has_xgrammar_unsupported_json_features(schema)
+    out, changes = grammar_compatible(schema)
+    assert not has_xgrammar_unsupported_json_features(out)
+    assert out["required"] == ["a"] and "allOf" not in out and "patternProperties" not in out
+    assert [c.restrictive for c in changes] == [False, False, True]
+    assert grammar_compatible(out)[1] == []  # idempotent
