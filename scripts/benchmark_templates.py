@@ -461,6 +461,16 @@ def run_corpus(
     return wall
 
 
+def _untyped(entry: CorpusEntry) -> bool:
+    """A load or a request that failed with something other than a structsum error."""
+    import structsum.errors
+
+    failure = entry.sample.failure if entry.sample is not None else None
+    name = failure.split(":", 1)[0] if failure else ""
+    typed = isinstance(getattr(structsum.errors, name, None), type)
+    return entry.load.startswith("untyped") or (failure is not None and not typed)
+
+
 def corpus_rows(entries: Sequence[CorpusEntry]) -> list[list[str]]:
     groups: dict[str, list[CorpusEntry]] = {}
     for entry in entries:
@@ -471,10 +481,7 @@ def corpus_rows(entries: Sequence[CorpusEntry]) -> list[list[str]]:
         group = groups[category]
         done = [e.sample for e in group if e.sample is not None and e.sample.failure is None]
         sent = [e for e in group if e.sample is not None]
-        untyped = sum(
-            e.load.startswith("untyped") or (e.sample is not None and e.sample.failure is not None)
-            for e in group
-        )
+        untyped = sum(_untyped(e) for e in group)
         rows.append(
             [
                 category,
@@ -537,8 +544,7 @@ def corpus_main(args: argparse.Namespace, settings: Settings) -> int:
                 f"valid={e.sample.valid if e.sample else '-'}"
             )
     print(f"report: {path}")
-    untyped = [e for e in entries if e.load.startswith("untyped")]
-    return 1 if untyped or any(e.sample and e.sample.failure for e in entries) else 0
+    return 1 if any(_untyped(e) for e in entries) else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
