@@ -35,6 +35,7 @@ app.add_typer(enqueue_app, name="enqueue")
 EXIT_NOT_READY = 3
 
 
+
 def _variables(pairs: list[str]) -> dict[str, str]:
     variables: dict[str, str] = {}
     for pair in pairs:
