@@ -34,9 +34,9 @@ table is per category: load outcome (loaded / refused with a typed error / untyp
 failure), valid@1, valid after retries, tokens and time:
 
     # build the templates once (this checkout's scaffold), then run them
-    python scripts/benchmark_templates.py --corpus tests/data/schema_corpus \
+    python scripts/benchmark_templates.py --corpus tests/data/schema_corpus \\
         --corpus-build results/corpus-templates --build-only
-    flock /tmp/structsum-engine.lock python scripts/benchmark_templates.py \
+    flock /tmp/structsum-engine.lock python scripts/benchmark_templates.py \\
         --corpus-templates results/corpus-templates --corpus-slice 0:30 --concurrency 16
 
 ``--corpus-templates`` needs nothing newer than the loader and ``summarize``, so the
