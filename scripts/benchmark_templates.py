@@ -54,9 +54,10 @@ import json
 import logging
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -437,10 +438,27 @@ def run_corpus(
     entries: list[CorpusEntry],
     inputs: Sequence[tuple[str, str]],
     concurrency: int,
+    progress: Path | None = None,
 ) -> float:
-    """Load every entry, then summarize one input per loaded template, all in flight at once."""
+    """Load every entry, then summarize one input per loaded template, all in flight at once.
+
+    ``progress`` gets one JSON line per entry as it finishes, so a run cut short by the
+    engine lock's time box still leaves its measurements.
+    """
+    lock = threading.Lock()
+
+    def record(entry: CorpusEntry) -> None:
+        if progress is not None:
+            line = json.dumps(
+                {**_entry_row(entry), "sample": asdict(entry.sample) if entry.sample else None}
+            )
+            with lock, progress.open("a", encoding="utf-8") as out:
+                out.write(line + "\n")
+
     for entry in entries:
         entry.load = load_outcome(settings.templates_dir, entry.template_id, settings)
+        if entry.load != "loaded":
+            record(entry)
     loaded = [e for e in entries if e.load == "loaded"]
     work = [(e, inputs[i % len(inputs)]) for i, e in enumerate(loaded)]
 
@@ -455,10 +473,15 @@ def run_corpus(
             concurrency=1,
         )
         entry.sample = samples[0]
+        record(entry)
         return samples[0]
 
     _, wall = run_concurrently(one, work, concurrency)
     return wall
+
+
+def _entry_row(entry: CorpusEntry) -> dict[str, Any]:
+    return {k: v for k, v in vars(entry).items() if k != "sample"}
 
 
 def _untyped(entry: CorpusEntry) -> bool:
@@ -527,7 +550,12 @@ def corpus_main(args: argparse.Namespace, settings: Settings) -> int:
     engine = load_engine(settings.engine, settings.cache_dir)
     report["engine_start_s"] = time.perf_counter() - started
     try:
-        report["wall_s"] = run_corpus(engine, settings, entries, inputs, args.concurrency)
+        progress = args.result_dir / f"{args.result_filename or 'corpus'}.progress.jsonl"
+        progress.parent.mkdir(parents=True, exist_ok=True)
+        progress.unlink(missing_ok=True)
+        report["wall_s"] = run_corpus(
+            engine, settings, entries, inputs, args.concurrency, progress=progress
+        )
     finally:
         close_engine()
     report["entries"] = [
