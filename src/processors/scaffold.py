@@ -234,7 +234,8 @@ def _in_order(instance: Any, node: Any) -> Any:
     """``instance`` with object keys in the schema's property order (vLLM's xgrammar
     backend decodes keys in that order, and the model copies the example)."""
     if isinstance(instance, dict) and isinstance(node, dict):
-        properties = node.get("properties") if isinstance(node.get("properties"), dict) else {}
+        found = node.get("properties")
+        properties: dict[str, Any] = found if isinstance(found, dict) else {}
         ordered = [k for k in properties if k in instance] + [
             k for k in instance if k not in properties
         ]
