@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
 
 from jsonschema import (
     Draft4Validator,
@@ -24,10 +23,11 @@ from jsonschema import (
     Draft201909Validator,
     Draft202012Validator,
 )
+from jsonschema.exceptions import SchemaError
 from jsonschema.protocols import Validator
 
 from structsum.errors import SchemaInvalid
-from structsum.processors.schema_walk import SCHEMA_LISTS, SCHEMA_MAPS, Schema, walk
+from structsum.processors.schema_walk import SCHEMA_LISTS, SCHEMA_MAPS, Schema, json_path, walk
 from structsum.processors.simplify import Change
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
@@ -217,10 +217,6 @@ def _rewrite_pointer(ref: str) -> str:
 
 def check_schema(schema: Schema, draft: Draft) -> None:
     """Raise ``SchemaInvalid`` with the metaschema's message and path unless ``schema`` is valid."""
-    from jsonschema.exceptions import SchemaError
-
-    from structsum.processors.schema_walk import json_path
-
     try:
         draft.validator_class.check_schema(schema)
     except SchemaError as exc:
@@ -229,7 +225,3 @@ def check_schema(schema: Schema, draft: Draft) -> None:
             f"{json_path(exc.absolute_path)}",
             {"draft": draft.name, "path": json_path(exc.absolute_path)},
         ) from exc
-
-
-def validator_for(schema: Schema, draft: Draft, **kwargs: Any) -> Validator:
-    return draft.validator_class(schema, **kwargs)
