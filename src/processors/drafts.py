@@ -139,8 +139,7 @@ def _normalise_node(node: Schema, location: str, draft: Draft) -> list[Change]:
         changes.extend(_exclusive_bounds(node, location))
     if isinstance(node.get("dependencies"), dict):
         changes.extend(_split_dependencies(node, location))
-    if draft is not DEFAULT_DRAFT:
-        changes.extend(_tuple_items(node, location))
+    changes.extend(_tuple_items(node, location))
     return changes
 
 

@@ -384,8 +384,6 @@ def _patterns(schema: dict[str, Any]) -> Iterator[tuple[str, str]]:
 
 
 def _load_policy(path: Path, where: str, template_id: str) -> Policy:
-    if not path.is_file():
-        return Policy()
     details = {"template_id": template_id, "file": path.name}
     try:
         raw = tomllib.loads(_read(path, where, template_id))
