@@ -178,32 +178,42 @@ def inline_refs(
 
     out = expand(body, "$", LocalRefs.of(schema), ())
     if any(c.action == "depth-limited" for c in changes):
-        out, _ = transform(out, _prune_false)
+        pruned = _prune_false(out, "$")
+        out = pruned if isinstance(pruned, dict) else out
     for defs in ("$defs", "definitions"):
         if defs in schema:
             changes.append(Change("removed", defs, "$", "(inlined)"))
     return out, changes
 
 
-def _prune_false(node: Schema, path: str) -> tuple[Schema, list[Change]]:
-    """Drop ``false`` properties and ``anyOf``/``oneOf`` branches that a depth limit left.
+def _prune_false(node: Any, path: str) -> Any:
+    """Remove what a depth limit made unsatisfiable, children first.
 
-    xgrammar refuses a ``false`` schema there ("cannot accept any value"); without the
-    property or the branch the decoder produces the same outputs.
+    xgrammar refuses a ``false`` schema in a property or an ``anyOf``/``oneOf`` branch
+    ("cannot accept any value"). A branch that is ``false`` goes; an ``anyOf`` left
+    with none, or an object whose required property is ``false``, becomes ``false``
+    for its parent to drop in turn; an optional ``false`` property goes; an array of
+    ``false`` items loses its ``minItems``. The decoder produces the same outputs.
     """
-    properties = node.get("properties")
-    if isinstance(properties, dict):
-        required = set(node.get("required", []))
-        node["properties"] = {
-            k: v for k, v in properties.items() if v is not False or k in required
-        }
+    if not isinstance(node, dict):
+        return node
+    node = map_subschemas(node, path, _prune_false)
     for keyword in ("anyOf", "oneOf"):
         branches = node.get(keyword)
         if isinstance(branches, list) and any(b is False for b in branches):
             kept = [b for b in branches if b is not False]
-            if kept:
-                node[keyword] = kept
-    return node, []
+            if not kept:
+                return False
+            node[keyword] = kept
+    properties = node.get("properties")
+    if isinstance(properties, dict):
+        required = set(node.get("required", []))
+        if any(v is False for k, v in properties.items() if k in required):
+            return False
+        node["properties"] = {k: v for k, v in properties.items() if v is not False}
+    if node.get("items") is False and not node.get("prefixItems") and "minItems" in node:
+        del node["minItems"]  # an array of cut items can only be empty
+    return node
 
 
 def inline_refs_bounded(
@@ -257,6 +267,26 @@ def drop_formats_except(schema: Schema, kept: frozenset[str]) -> tuple[Schema, l
     return transform(schema, fn)
 
 
+_MERGED = ("properties", "required")
+
+
+def _mergeable(node: Schema, branch: Schema) -> bool:
+    """Whether ``branch`` can be merged into ``node``: only properties/required overlap."""
+    return not (set(node) & set(branch)) - set(_MERGED)
+
+
+def _merge_into(node: Schema, branch: Schema) -> None:
+    """``node`` AND ``branch`` in one object: properties united (``node``'s win on a
+    name both define, which can only restrict decoding), required united."""
+    for key, value in branch.items():
+        if key == "properties" and isinstance(node.get(key), dict):
+            node[key] = {**value, **node[key]}
+        elif key == "required" and isinstance(node.get(key), list):
+            node[key] = list(dict.fromkeys([*node[key], *value]))
+        else:
+            node[key] = value
+
+
 def grammar_compatible(schema: Schema) -> tuple[Schema, list[Change]]:
     """Reshape what vLLM refuses for xgrammar although the grammar could do without it.
 
@@ -282,12 +312,29 @@ def grammar_compatible(schema: Schema) -> tuple[Schema, list[Change]]:
                 )
             if not kept:
                 del node["allOf"]
-            elif len(kept) == 1 and isinstance(kept[0], dict) and not set(kept[0]) & set(node):
+            elif len(kept) == 1 and isinstance(kept[0], dict) and _mergeable(node, kept[0]):
                 del node["allOf"]
-                node.update(kept[0])
+                _merge_into(node, kept[0])
                 changes.append(Change("merged", "allOf", path, "one branch"))
             else:
                 node["allOf"] = kept
+        for keyword in ("anyOf", "oneOf"):
+            variants = node.get(keyword)
+            if (
+                isinstance(variants, list)
+                and isinstance(node.get("properties"), dict)
+                and all(isinstance(v, dict) and _mergeable(v, node) for v in variants)
+            ):
+                # xgrammar follows the variant and forgets the base's own properties and
+                # required: give each variant the base's (base AND variant, as written).
+                base = {k: node.pop(k) for k in ("properties", "required") if k in node}
+                merged = []
+                for variant in variants:
+                    combined = dict(variant)
+                    _merge_into(combined, base)
+                    merged.append(combined)
+                node[keyword] = merged
+                changes.append(Change("distributed", "properties", path, f"into {keyword}"))
         if isinstance(node.get("patternProperties"), dict) and "properties" in node:
             del node["patternProperties"]
             changes.append(

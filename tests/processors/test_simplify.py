@@ -528,3 +528,34 @@ def test_grammar_compatible_removes_what_vllm_refuses_for_xgrammar() -> None:
     assert out["required"] == ["a"] and "allOf" not in out and "patternProperties" not in out
     assert [c.restrictive for c in changes] == [False, False, True]
     assert grammar_compatible(out)[1] == []  # idempotent
+
+
+def test_a_grammar_the_backend_refuses_is_a_typed_template_error() -> None:
+    """vLLM raises a ValueError when xgrammar cannot compile a schema; it must not escape
+    untyped (it did for the draft-04 metaschema in the corpus benchmark)."""
+    from structsum.processors.vllm_args import engine_errors
+
+    message = "Failed to transform json schema into a grammar: minItems is greater than ..."
+    with pytest.raises(SchemaInvalid, match="grammar backend refused") as info, engine_errors():
+        raise ValueError(message)
+    assert not info.value.retryable and "templates check" in info.value.hint
+
+
+def test_depth_limit_prunes_what_it_made_unsatisfiable() -> None:
+    from structsum.processors.template_check import grammar_accepts
+
+    schema = {
+        "$defs": {
+            "node": {
+                "type": "object",
+                "properties": {
+                    "kids": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/node"}},
+                    "alt": {"anyOf": [{"$ref": "#/$defs/node"}]},
+                },
+            }
+        },
+        "$ref": "#/$defs/node",
+    }
+    out, changes = inline_refs(schema, 2)
+    assert any(c.action == "depth-limited" for c in changes)
+    assert grammar_accepts(out, {"kids": [{"kids": []}]})  # compiles: no `false` left
