@@ -140,6 +140,11 @@ class SimplifyPolicy(_Strict):
         description="reshape what vLLM refuses for xgrammar (empty allOf branches, "
         "patternProperties beside properties) instead of failing the request",
     )
+    bound_free_json: bool = Field(
+        default=False,
+        description="with max_items and max_string_length: bound maps (maxProperties, "
+        "property name length) and decode values the schema leaves free as capped scalars",
+    )
     strip_caps: bool = Field(
         default=False,
         description="remove maxItems/maxLength from the decoding schema (fast on GPUs; the "
@@ -278,6 +283,7 @@ def default_policy(kind: Literal["cpu", "gpu"]) -> Policy:
             drop_keywords=drops,
             grammar_formats=formats,
             grammar_compatible=True,
+            bound_free_json=True,
             max_items=CPU_DEFAULT_MAX_ITEMS,
             max_string_length=CPU_DEFAULT_MAX_STRING_LENGTH,
         )

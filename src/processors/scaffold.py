@@ -160,7 +160,7 @@ def _kind(node: Schema) -> str | None:
         return "string"
     if any(k in node for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")):
         return "number"
-    return "object"
+    return "string"  # a value the schema leaves free: a placeholder word reads best
 
 
 def _object(node: Schema, optional: bool) -> dict[str, Any]:

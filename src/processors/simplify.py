@@ -347,6 +347,60 @@ def grammar_compatible(schema: Schema) -> tuple[Schema, list[Change]]:
     return transform(schema, fn)
 
 
+# What a value with no constraint at all is decoded as: a capped scalar (any scalar is
+# valid where the full schema allows anything).
+_FREE_VALUE_TYPES = ["string", "number", "boolean", "null"]
+# Keywords that make a node more than "any JSON value".
+_CONSTRAINING = frozenset(
+    {
+        "type", "enum", "const", "$ref", "anyOf", "oneOf", "allOf", "properties",
+        "patternProperties", "additionalProperties", "items", "prefixItems", "pattern",
+        "format", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength",
+        "maxLength", "minItems", "maxItems", "required", "minProperties", "maxProperties",
+    }
+)  # fmt: skip
+
+
+def bound_free_json(schema: Schema, max_items: int, max_length: int) -> tuple[Schema, list[Change]]:
+    """Bound what a schema leaves free, so a small model must stop (listed restrictions).
+
+    Property names of maps (objects without ``properties``) are free strings and their
+    count is unbounded; a value with no constraint is any JSON. Maps get
+    ``maxProperties`` and ``propertyNames.maxLength``; free values become capped
+    scalars; an untyped root becomes an object (a summary is one).
+    """
+
+    def fn(node: Schema, path: str) -> tuple[Schema, list[Change]]:
+        changes: list[Change] = []
+        if path == "$" and "type" not in node and not set(node) & {"anyOf", "oneOf", "allOf"}:
+            node["type"] = "object"
+            changes.append(Change("set", "type", path, "object", restrictive=True))
+        if path != "$" and not set(node) & _CONSTRAINING:
+            node["type"] = list(_FREE_VALUE_TYPES)
+            changes.append(Change("set", "type", path, "a scalar (any JSON)", restrictive=True))
+            return node, changes
+        is_map = (
+            "object" in _types(node)
+            and not set(node) & {"anyOf", "oneOf", "allOf", "$ref"}
+            and not isinstance(node.get("properties"), dict)
+            and node.get("additionalProperties") is not False
+        )
+        if not is_map:
+            return node, changes
+        if node.get("additionalProperties", True) is True:
+            node["additionalProperties"] = {"type": list(_FREE_VALUE_TYPES)}
+            changes.append(Change("set", "additionalProperties", path, "scalars", True))
+        if node.get("maxProperties", max_items + 1) > max_items:
+            node["maxProperties"] = max(max_items, int(node.get("minProperties", 0)))
+            changes.append(Change("added", "maxProperties", path, str(max_items), True))
+        if "patternProperties" not in node and "propertyNames" not in node:
+            node["propertyNames"] = {"maxLength": max_length}
+            changes.append(Change("added", "propertyNames", path, f"maxLength {max_length}", True))
+        return node, changes
+
+    return transform(schema, fn)
+
+
 def unbound_pattern_strings(schema: Schema) -> tuple[Schema, list[Change]]:
     """Drop length bounds from strings that keep a ``pattern`` or ``format``.
 
@@ -520,6 +574,9 @@ def _steps(policy: SimplifyPolicy) -> Sequence[Step]:
         steps.append(additional_properties_false)
     if policy.require_all:
         steps.append(require_all)
+    if policy.bound_free_json and policy.max_items and policy.max_string_length:
+        free_items, free_length = policy.max_items, policy.max_string_length
+        steps.append(lambda s: bound_free_json(s, free_items, free_length))
     if policy.max_items is not None:
         max_items, replace_items = policy.max_items, "maxItems" in replaced
         steps.append(lambda s: cap_items(s, max_items, replace=replace_items))

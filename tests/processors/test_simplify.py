@@ -559,3 +559,23 @@ def test_depth_limit_prunes_what_it_made_unsatisfiable() -> None:
     out, changes = inline_refs(schema, 2)
     assert any(c.action == "depth-limited" for c in changes)
     assert grammar_accepts(out, {"kids": [{"kids": []}]})  # compiles: no `false` left
+
+
+def test_bound_free_json_caps_maps_and_free_values() -> None:
+    from structsum.processors.simplify import bound_free_json
+    from structsum.processors.template_check import grammar_accepts
+
+    schema = {
+        "minimum": 1,  # an untyped root: any JSON
+        "properties": {"deps": {"type": "object", "additionalProperties": {"type": "string"}}},
+    }
+    out, changes = bound_free_json(copy.deepcopy(schema), 2, 5)
+    deps = out["properties"]["deps"]
+    assert out["type"] == "object"
+    assert deps["maxProperties"] == 2 and deps["propertyNames"] == {"maxLength": 5}
+    assert all(c.restrictive for c in changes)
+    assert grammar_accepts(out, {"deps": {"a": "x", "b": "y"}})
+    assert not grammar_accepts(out, {"deps": {"a": "x", "b": "y", "c": "z"}})
+    assert not grammar_accepts(out, {"deps": {"toolong": "x"}})
+    free, _ = bound_free_json({"type": "object", "properties": {"v": {"description": "any"}}}, 2, 5)
+    assert free["properties"]["v"]["type"] == ["string", "number", "boolean", "null"]
