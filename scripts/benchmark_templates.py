@@ -38,6 +38,21 @@ the per-request schemas of the first N texts (verbatim fields make it per reques
 
     # grounding of an older report's summaries (its inputs must still be on disk)
     python scripts/benchmark_templates.py --regrade results/templates-<date>.json
+Corpus mode (issue 16, bring your own schema): every schema of a corpus folder
+(``tests/data/schema_corpus``, described by its ``sources.json``) becomes a template
+without ``policy.toml`` (prompt and example from ``structsum templates add``'s
+scaffold), and is loaded and run on one input text (inputs cycled by name). The
+table is per category: load outcome (loaded / refused with a typed error / untyped
+failure), valid@1, valid after retries, tokens and time:
+
+    # build the templates once (this checkout's scaffold), then run them
+    python scripts/benchmark_templates.py --corpus tests/data/schema_corpus \\
+        --corpus-build results/corpus-templates --build-only
+    flock /tmp/structsum-engine.lock python scripts/benchmark_templates.py \\
+        --corpus-templates results/corpus-templates --corpus-slice 0:30 --concurrency 16
+
+``--corpus-templates`` needs nothing newer than the loader and ``summarize``, so the
+same command measures main's behaviour with main's package on ``PYTHONPATH``.
 
 Writes ``results/templates-<date>.json`` (arguments, machine, versions, per-arm
 metrics and every request's attempts) and prints a table. Exit status 1 if any
@@ -47,13 +62,15 @@ request failed with an exception (an invalid summary is a measurement, not a fai
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -302,6 +319,30 @@ def pick(args: argparse.Namespace) -> list[tuple[str, str]]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = new_parser(__doc__)
+    corpus = parser.add_argument_group("corpus mode")
+    corpus.add_argument(
+        "--corpus", type=Path, default=None, help="a folder of schemas with sources.json"
+    )
+    corpus.add_argument(
+        "--corpus-build",
+        type=Path,
+        default=None,
+        help="where --corpus writes its templates (default: a temporary folder)",
+    )
+    corpus.add_argument(
+        "--build-only", action="store_true", help="build the corpus templates and stop"
+    )
+    corpus.add_argument(
+        "--corpus-templates",
+        type=Path,
+        default=None,
+        help="run templates built by --corpus earlier (their corpus.json says the categories)",
+    )
+    corpus.add_argument(
+        "--corpus-slice",
+        default=None,
+        help="START:END of the corpus (by file name) to run, to keep each run short",
+    )
     parser.add_argument(
         "--templates", nargs="+", default=None, help="template ids; default: every template"
     )
@@ -485,6 +526,232 @@ def regrade(path: Path, settings: Settings, args: argparse.Namespace) -> int:
         rows.append(compute_metrics(template_id, variant, samples, wall))
     print_table(f"{path} regraded (verbatim: this checkout's marks)", COLUMNS, table_rows(rows))
     return 0
+# --- corpus mode ----------------------------------------------------------------------------
+
+CORPUS_MANIFEST = "sources.json"
+BUILT_MANIFEST = "corpus.json"
+CORPUS_COLUMNS = (
+    "category",
+    "schemas",
+    "loaded",
+    "refused",
+    "untyped",
+    "valid@1",
+    "valid final",
+    "tok/req",
+    "mean s",
+)
+
+
+@dataclass
+class CorpusEntry:
+    """One corpus schema: its template id, category, what should happen, what did."""
+
+    template_id: str
+    category: str
+    draft: str
+    expect: str
+    built: str = "ok"  # "ok", or the typed error of the scaffold ("refused: Code: ...")
+    load: str = ""  # "loaded", "refused: Code", "untyped: Type: message"
+    sample: Sample | None = None
+
+
+def build_corpus(corpus: Path, target: Path) -> list[CorpusEntry]:
+    """A template folder per corpus schema (no policy.toml: the profile default applies)."""
+    from structsum.errors import StructsumError
+    from structsum.processors.scaffold import write_template
+
+    manifest = json.loads((corpus / CORPUS_MANIFEST).read_text(encoding="utf-8"))
+    entries: list[CorpusEntry] = []
+    target.mkdir(parents=True, exist_ok=True)
+    for item in manifest["schemas"]:
+        template_id = Path(item["file"]).stem
+        entry = CorpusEntry(template_id, item["category"], item["draft"], item["expect"])
+        directory = target / template_id
+        try:
+            schema = json.loads((corpus / item["file"]).read_text(encoding="utf-8"))
+            write_template(directory, schema, prompt=None, kind="cpu")
+            (directory / "policy.toml").unlink()
+        except StructsumError as exc:
+            entry.built = f"refused: {exc.code}: {exc.message[:160]}"
+            # Keep the schema so that the loader's own refusal is measured too.
+            directory.mkdir(exist_ok=True)
+            (directory / "schema.json").write_bytes((corpus / item["file"]).read_bytes())
+            for name, text in (("prompt.jinja", "{{ text }}\n"), ("example.json", "{}\n")):
+                if not (directory / name).exists():
+                    (directory / name).write_text(text, encoding="utf-8")
+        except Exception as exc:  # a benchmark records every failure and goes on
+            entry.built = f"untyped: {type(exc).__name__}: {exc}"[:200]
+        entries.append(entry)
+    rows = [{k: v for k, v in vars(e).items() if k != "sample"} for e in entries]
+    (target / BUILT_MANIFEST).write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    return entries
+
+
+def read_built(target: Path) -> list[CorpusEntry]:
+    rows = json.loads((target / BUILT_MANIFEST).read_text(encoding="utf-8"))
+    return [CorpusEntry(**{**row, "load": ""}) for row in rows]
+
+
+def load_outcome(templates_dir: Path, template_id: str, settings: Settings) -> str:
+    """ "loaded", "refused: Code: message" (typed) or "untyped: ..." (a bug, must be 0)."""
+    from structsum.errors import StructsumError
+    from structsum.processors.templates import load_template
+
+    options = getattr(settings, "templates", None)  # main's loader has no options
+    try:
+        if options is None:
+            load_template(templates_dir, template_id)
+        else:
+            load_template(templates_dir, template_id, options)
+    except StructsumError as exc:
+        return f"refused: {exc.code}: {exc.message[-160:]}"
+    except Exception as exc:
+        return f"untyped: {type(exc).__name__}: {exc}"[:200]
+    return "loaded"
+
+
+def run_corpus(
+    engine: Any,
+    settings: Settings,
+    entries: list[CorpusEntry],
+    inputs: Sequence[tuple[str, str]],
+    concurrency: int,
+    progress: Path | None = None,
+) -> float:
+    """Load every entry, then summarize one input per loaded template, all in flight at once.
+
+    ``progress`` gets one JSON line per entry as it finishes, so a run cut short by the
+    engine lock's time box still leaves its measurements.
+    """
+    lock = threading.Lock()
+
+    def record(entry: CorpusEntry) -> None:
+        if progress is not None:
+            line = json.dumps(
+                {**_entry_row(entry), "sample": asdict(entry.sample) if entry.sample else None}
+            )
+            with lock, progress.open("a", encoding="utf-8") as out:
+                out.write(line + "\n")
+
+    for entry in entries:
+        entry.load = load_outcome(settings.templates_dir, entry.template_id, settings)
+        if entry.load != "loaded":
+            record(entry)
+    loaded = [e for e in entries if e.load == "loaded"]
+    work = [(e, inputs[i % len(inputs)]) for i, e in enumerate(loaded)]
+
+    def one(item: tuple[CorpusEntry, tuple[str, str]]) -> Sample:
+        entry, (name, text) = item
+        samples, _ = run_arm(
+            engine=engine,
+            settings=settings,
+            template_id=entry.template_id,
+            variant="default",
+            inputs=[(name, text)],
+            concurrency=1,
+        )
+        entry.sample = samples[0]
+        record(entry)
+        return samples[0]
+
+    _, wall = run_concurrently(one, work, concurrency)
+    return wall
+
+
+def _entry_row(entry: CorpusEntry) -> dict[str, Any]:
+    return {k: v for k, v in vars(entry).items() if k != "sample"}
+
+
+def _untyped(entry: CorpusEntry) -> bool:
+    """A load or a request that failed with something other than a structsum error."""
+    import structsum.errors
+
+    failure = entry.sample.failure if entry.sample is not None else None
+    name = failure.split(":", 1)[0] if failure else ""
+    typed = isinstance(getattr(structsum.errors, name, None), type)
+    return entry.load.startswith("untyped") or (failure is not None and not typed)
+
+
+def corpus_rows(entries: Sequence[CorpusEntry]) -> list[list[str]]:
+    groups: dict[str, list[CorpusEntry]] = {}
+    for entry in entries:
+        groups.setdefault(entry.category, []).append(entry)
+        groups.setdefault("ALL good" if entry.expect == "load" else "ALL bad", []).append(entry)
+    rows = []
+    for category in sorted(groups, key=lambda c: (c.startswith("ALL"), c)):
+        group = groups[category]
+        done = [e.sample for e in group if e.sample is not None and e.sample.failure is None]
+        sent = [e for e in group if e.sample is not None]
+        untyped = sum(_untyped(e) for e in group)
+        rows.append(
+            [
+                category,
+                str(len(group)),
+                str(sum(e.load == "loaded" for e in group)),
+                str(sum(e.load.startswith("refused") for e in group)),
+                str(untyped),
+                fmt_share(sum(s.valid_first for s in done) / len(sent)) if sent else "-",
+                fmt_share(sum(s.valid for s in done) / len(sent)) if sent else "-",
+                fmt(mean([float(s.completion_tokens) for s in done]), 0) if done else "-",
+                fmt(mean([s.latency_s for s in done])) if done else "-",
+            ]
+        )
+    return rows
+
+
+def parse_slice(text: str | None, n: int) -> slice:
+    if not text:
+        return slice(0, n)
+    start, _, end = text.partition(":")
+    return slice(int(start or 0), int(end) if end else n)
+
+
+def corpus_main(args: argparse.Namespace, settings: Settings) -> int:
+    if args.corpus is not None:
+        target = args.corpus_build or Path(tempfile.mkdtemp(prefix="structsum-corpus-"))
+        entries = build_corpus(args.corpus, target)
+        print(f"built {len(entries)} corpus templates in {target}")
+        if args.build_only:
+            return 0
+    else:
+        target = args.corpus_templates
+        entries = read_built(target)
+    entries = sorted(entries, key=lambda e: e.template_id)[
+        parse_slice(args.corpus_slice, len(entries))
+    ]
+    settings = settings.model_copy(update={"templates_dir": target})
+    inputs = pick(args)
+    report = start_report("templates-corpus", args, model=settings.engine.model, defaults=DEFAULTS)
+    from structsum.processors.engine import close_engine, load_engine
+
+    started = time.perf_counter()
+    engine = load_engine(settings.engine, settings.cache_dir)
+    report["engine_start_s"] = time.perf_counter() - started
+    try:
+        progress = args.result_dir / f"{args.result_filename or 'corpus'}.progress.jsonl"
+        progress.parent.mkdir(parents=True, exist_ok=True)
+        progress.unlink(missing_ok=True)
+        report["wall_s"] = run_corpus(
+            engine, settings, entries, inputs, args.concurrency, progress=progress
+        )
+    finally:
+        close_engine()
+    report["entries"] = [
+        {**{k: v for k, v in vars(e).items() if k != "sample"}, "sample": e.sample} for e in entries
+    ]
+    rows = corpus_rows(entries)
+    report["table"] = [dict(zip(CORPUS_COLUMNS, row, strict=True)) for row in rows]
+    path = finish_report(report, args)
+    print_table(f"corpus {target} ({len(entries)} schemas)", CORPUS_COLUMNS, rows)
+    for e in entries:
+        if e.load != "loaded" or (e.sample is not None and not e.sample.valid):
+            print(
+                f"  {e.template_id}: expect={e.expect} load={e.load} "
+                f"valid={e.sample.valid if e.sample else '-'}"
+            )
+    print(f"report: {path}")
+    return 1 if any(_untyped(e) for e in entries) else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -494,6 +761,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.regrade is not None:
         return regrade(args.regrade, settings, args)
 
+    if args.corpus is not None or args.corpus_templates is not None:
+        return corpus_main(args, settings)
     template_ids = args.templates or list_templates(args.templates_dir or settings.templates_dir)
     inputs = pick(args)
     model = settings.engine.model or "bundled SmolLM2-135M-Instruct"

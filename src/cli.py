@@ -65,7 +65,9 @@ def summarize(
         request = SummaryRequest(
             text=read_text(source), template_id=template, language=language, enhance=enhance_first
         )
-        load_template(settings.template_dirs, template)  # fail fast, before the engine loads
+        load_template(
+            settings.template_dirs, template, settings.templates
+        )  # fail fast, before the engine loads
         engine = _load_engine(verbose)
         from structsum.processors.summary import summarize as run_summary
 

@@ -133,7 +133,10 @@ class TemplateInvalid(TemplateError):
 class SchemaInvalid(TemplateError):
     """A template's schema.json is not a valid JSON Schema or uses a forbidden feature."""
 
-    hint = "fix schema.json (draft 2020-12, no remote $ref); `structsum templates check ID`"
+    hint = (
+        "fix schema.json (drafts 4 to 2020-12 by $schema, no remote $ref); "
+        "`structsum templates check ID`"
+    )
 
 
 class ExampleInvalid(TemplateError):

@@ -1,4 +1,5 @@
-"""``structsum templates list|check|show``: what templates exist, whether they work, what decodes.
+"""``structsum templates list|check|show|add``: what templates exist, whether they work, what
+decodes, and a new template from a schema someone already has.
 
 ``check`` is the gate a template author runs before shipping (the checks are in
 processors/template_check.py); it prints one line per template and per problem,
@@ -18,7 +19,13 @@ from rich.table import Table
 
 from structsum.commands.common import read_text, require_extra, typed_errors
 from structsum.config import get_settings
-from structsum.errors import InputUnreadable, TemplateError, TemplateInvalid, TemplateNotFound
+from structsum.errors import (
+    InputUnreadable,
+    SchemaInvalid,
+    TemplateError,
+    TemplateInvalid,
+    TemplateNotFound,
+)
 
 if TYPE_CHECKING:
     from structsum.processors.policy import SimplifyPolicy
@@ -72,7 +79,7 @@ def list_command() -> None:
     table = Table("id", "title", "mode", "caps (items/chars)", "attempts", "sha256")
     for template_id in ids:
         try:
-            t = load_template(directory, template_id)
+            t = load_template(directory, template_id, get_settings().templates)
         except TemplateError as exc:
             table.add_row(template_id, f"[red]invalid: {exc.code}[/red]", "", "", "", "")
             continue
@@ -109,7 +116,9 @@ def _report(template_id: str, directory: tuple[Path, ...], backend: str) -> bool
     """Print one template's check (``ok`` or one ``FAIL`` line per problem); True when ok."""
     from structsum.processors.template_check import template_problems
 
-    problems = template_problems(directory, template_id, backend=backend)
+    problems = template_problems(
+        directory, template_id, backend=backend, options=get_settings().templates
+    )
     for problem in problems:
         out.print(f"[red]FAIL[/red] {template_id}: {problem}", soft_wrap=True)
     if not problems:
@@ -139,17 +148,35 @@ def show_command(
     """
     directory = _templates_dirs("show")
     from structsum.processors.schema_walk import json_path
+    from structsum.processors.template_check import keyword_coverage
     from structsum.processors.templates import load_template
 
     settings = get_settings()
     with typed_errors():
-        t = load_template(directory, template_id).for_profile(settings.profile)
+        t = load_template(directory, template_id, settings.templates).for_profile(
+            settings.profile
+        )
         decodings = t.decodings
         source = read_text(text) if text is not None else None
     out.print(f"[bold]{t.id}[/bold]  {t.path}")
     out.print(f"schema sha256: {t.schema_sha256}")
-    out.print(f"[bold]policy[/bold] (profile {settings.profile})")
+    out.print(f"draft: {t.draft.name} (results are validated by its validator)")
+    out.print("[bold]normalisation to 2020-12 (decoding copy)[/bold]")
+    for change in t.normalisation or ("(none)",):
+        out.print(f"  - {change}", soft_wrap=True, markup=False)
+    origin = (
+        f"the {settings.templates.default_policy} profile's default (no policy.toml)"
+        if t.default_policy
+        else "policy.toml"
+    )
+    out.print(f"[bold]policy[/bold] from {origin}, profile {settings.profile}")
     out.print_json(json.dumps(t.policy.model_dump(mode="json")))
+    grammar, validation = keyword_coverage(t)
+    out.print(f"[bold]enforced by the grammar[/bold]: {', '.join(grammar) or '(none)'}")
+    out.print(
+        f"[bold]checked only by validation[/bold]: {', '.join(validation) or '(none)'}",
+        soft_wrap=True,
+    )
     out.print(_attempts_table(t))
     for name, decoding in decodings.items():
         out.print(
@@ -157,7 +184,7 @@ def show_command(
         )
         out.print("[bold]changes from the full schema[/bold]")
         for change in decoding.changes or ["(none)"]:
-            out.print(f"  - {change}", soft_wrap=True)
+            out.print(f"  - {change}", soft_wrap=True, markup=False)
         out.print("[bold]verbatim fields[/bold] (copied from the text, constrained and checked)")
         for path in decoding.verbatim_paths or [()]:
             out.print(f"  - {json_path(path)}" if path else "  (none)", soft_wrap=True)
@@ -232,3 +259,64 @@ def _show_grounding(template: Any, source: str, data: Path | None, settings: Any
         f"[bold]grounding[/bold] of {name}: {score} of {graded.content_words} content words "
         f"found in the text{verbatim}"
     )
+
+
+@app.command("add")
+def add_command(
+    template_id: Annotated[str, typer.Argument(help="id of the new template (its folder name)")],
+    schema: Annotated[Path, typer.Option(help="the JSON Schema file (drafts 4 to 2020-12)")],
+    prompt: Annotated[
+        Path | None,
+        typer.Option(help="a prompt.jinja to use; default: one built from the schema"),
+    ] = None,
+) -> None:
+    """Create a template from a schema (prompt, example, policy), then check it."""
+    dirs = _templates_dirs("add")
+    from structsum.processors.scaffold import write_template
+    from structsum.processors.templates import check_template_id
+
+    settings = get_settings()
+    target_root = dirs[0]
+    with typed_errors():
+        if (target_root / template_id).exists():
+            raise TemplateInvalid(
+                f"template {template_id!r} already exists in {target_root}",
+                {"template_id": template_id},
+                hint="pick another id, or remove the folder first",
+            )
+        check_template_id(template_id)
+        schema_doc = _read_schema_json(schema)
+        prompt_text = _read_text(prompt) if prompt is not None else None
+        written = write_template(
+            target_root / template_id,
+            schema_doc,
+            prompt=prompt_text,
+            kind=settings.templates.default_policy,
+            format_checking=settings.templates.format_checking,
+        )
+    for path in written:
+        out.print(f"wrote {path}")
+    with typed_errors():
+        if not _report(template_id, dirs, settings.engine.structured_output_backend):
+            raise TemplateInvalid(
+                f"template {template_id!r} was written but has problems (see above)",
+                {"template_id": template_id},
+                hint="edit the files it names, then `structsum templates check ID`",
+            )
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputUnreadable(f"cannot read {path}: {exc}", {"path": str(path)}) from exc
+
+
+def _read_schema_json(path: Path) -> dict[str, object]:
+    try:
+        value = json.loads(_read_text(path))
+    except json.JSONDecodeError as exc:
+        raise SchemaInvalid(f"{path}: not valid JSON: {exc}", {"path": str(path)}) from exc
+    if not isinstance(value, dict):
+        raise SchemaInvalid(f"{path}: the schema must be a JSON object", {"path": str(path)})
+    return value

@@ -62,6 +62,8 @@ def gpu_defaults() -> dict[str, dict[str, Any]]:
     - ``kv_cache_space_gib`` 0 and ``gpu_memory_utilization`` 0.85: vLLM sizes the KV
       cache from the card, leaving room for CUDA graphs and the sampler.
     - ``mask_threads`` is not here: it follows the backend (:func:`default_mask_threads`).
+    - ``default_policy`` gpu: a template without policy.toml decodes uncapped, the
+      fast path on a GPU; the full schema still validates.
     """
     return {
         "engine": {
@@ -70,6 +72,8 @@ def gpu_defaults() -> dict[str, dict[str, Any]]:
             "gpu_memory_utilization": 0.85,
             "structured_output_backend": "guidance",
         },
+        # Templates without policy.toml: no caps in the grammar (DESIGN.md section 5).
+        "templates": {"default_policy": "gpu"},
     }
 
 
@@ -99,7 +103,7 @@ def cpu_defaults() -> dict[str, dict[str, Any]]:
     compile cache loads: engine init 49 s -> 14 s, whole engine load 72 s -> 48 s on
     the 2-core box (docs/benchmarks.md).
     """
-    return {"engine": {"aot_compile": False}}
+    return {"engine": {"aot_compile": False}, "templates": {"default_policy": "cpu"}}
 
 
 def profile_defaults(profile: Profile) -> dict[str, dict[str, Any]]:

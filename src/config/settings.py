@@ -397,6 +397,35 @@ class QueueSettings(BaseModel):
         return self.result_backend or self.broker_url
 
 
+class TemplateSettings(BaseModel):
+    """How templates are loaded: limits on what a schema may be, and the policy of a
+    template that ships none (``STRUCTSUM_TEMPLATES__...``)."""
+
+    default_policy: Literal["cpu", "gpu"] = Field(
+        default="cpu",
+        description="policy of a template without policy.toml (processors/policy.py "
+        "default_policy): cpu caps arrays, strings and tokens so a small model stops; gpu "
+        "keeps the grammar uncapped. The gpu profile sets gpu",
+    )
+    format_checking: bool = Field(
+        default=True,
+        description="validate `format` (date, email, uri, ...) in results; off: formats are "
+        "annotations only, as the JSON Schema specification allows",
+    )
+    max_schema_bytes: int = Field(
+        default=256 * 1024,
+        ge=1,
+        description="a schema.json above this size is refused at load (compile time and "
+        "memory grow with it)",
+    )
+    max_decoding_schema_bytes: int = Field(
+        default=512 * 1024,
+        ge=1,
+        description="a decoding schema above this size after $ref inlining is refused "
+        "(inlining can multiply a schema); set [simplify] inline_refs = false for it",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="STRUCTSUM_",
@@ -413,6 +442,7 @@ class Settings(BaseSettings):
     queue: QueueSettings = QueueSettings()
     cache: CacheSettings = CacheSettings()
     conversation: ConversationSettings = ConversationSettings()
+    templates: TemplateSettings = TemplateSettings()
     templates_dir: Path = Field(
         default_factory=shipped_templates_dir,
         description="searched before the shipped templates: an id here overrides a shipped "

@@ -60,6 +60,7 @@ def judge(
     *,
     guided: bool,
     repair_unique_items: bool = False,
+    format_checking: bool = True,
 ) -> Judgement:
     """Parse and validate one answer against the FULL schema; truncation is never valid.
 
@@ -80,7 +81,7 @@ def judge(
     repairs: list[str] = []
     if repair_unique_items:
         data, repairs = drop_duplicate_items(data, schema)
-    errors = validate_instance(schema, data)
+    errors = validate_instance(schema, data, format_checking=format_checking)
     if output.truncated:
         errors = [f"output was cut at max_tokens ({output.completion_tokens} tokens)", *errors]
     return Judgement(data, errors, repairs)
@@ -195,6 +196,7 @@ def run_attempts(
             template.schema,
             guided=guide is not None,
             repair_unique_items=retry.repair_unique_items,
+            format_checking=template.format_checking,
         )
         if source is not None:
             judgement = check_verbatim(judgement, template, source)

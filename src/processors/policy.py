@@ -107,6 +107,29 @@ DEFAULT_DROP_KEYWORDS: tuple[str, ...] = (
 # Profiles a policy may override keys for (config.profiles.Profile, repeated here so the
 # policy stays importable without the settings).
 PolicyProfile = Literal["cpu", "gpu"]
+# A recursive $ref (trees, threads) is expanded this often in the decoding schema: deep
+# enough for what a summary nests, small enough to keep the grammar small.
+DEFAULT_MAX_REF_DEPTH = 3
+# $ref inlinings one schema may need: far above any template's, far below what turns a
+# small mutually recursive schema into tens of MB (one measured at 32 MB, 7 minutes).
+DEFAULT_MAX_INLINED_REFS = 2000
+# The string formats xgrammar builds a grammar for (vLLM refuses a schema with any other).
+GRAMMAR_FORMATS: tuple[str, ...] = (
+    "email",
+    "date",
+    "time",
+    "date-time",
+    "duration",
+    "ipv4",
+    "ipv6",
+    "hostname",
+    "uuid",
+    "uri",
+    "uri-reference",
+    "uri-template",
+    "json-pointer",
+    "relative-json-pointer",
+)
 
 
 class _Strict(BaseModel):
@@ -122,12 +145,39 @@ class SimplifyPolicy(_Strict):
         "built from it (outlines); json_object: any JSON object; none: unguided, validate only",
     )
     inline_refs: bool = Field(default=True, description="replace local $ref by their target")
+    max_ref_depth: int = Field(
+        default=DEFAULT_MAX_REF_DEPTH,
+        ge=0,
+        description="how often a recursive $ref is expanded before the decoding schema "
+        "stops the recursion there (false); 0 refuses recursive schemas",
+    )
+    max_inlined_refs: int = Field(
+        default=DEFAULT_MAX_INLINED_REFS,
+        ge=1,
+        description="refuse a schema whose $ref inlining passes this many references "
+        "(inlining can multiply a schema; bounded load time)",
+    )
     drop_keywords: list[str] = Field(default_factory=lambda: list(DEFAULT_DROP_KEYWORDS))
+    grammar_formats: list[str] | None = Field(
+        default=None,
+        description="keep only these `format` values in the decoding schema (the others "
+        "are dropped: the backend refuses them); None keeps every format",
+    )
     max_items: int | None = Field(
         default=None, ge=1, description="add or tighten maxItems on every array to at most this"
     )
     max_string_length: int | None = Field(
         default=None, ge=1, description="add or tighten maxLength on every string to at most this"
+    )
+    grammar_compatible: bool = Field(
+        default=False,
+        description="reshape what vLLM refuses for xgrammar (empty allOf branches, "
+        "patternProperties beside properties) instead of failing the request",
+    )
+    bound_free_json: bool = Field(
+        default=False,
+        description="with max_items and max_string_length: bound maps (maxProperties, "
+        "property name length) and decode values the schema leaves free as capped scalars",
     )
     strip_caps: bool = Field(
         default=False,
@@ -350,3 +400,59 @@ def _merged(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+# --- the policy of a template without policy.toml -----------------------------------------
+
+# What the grammar cannot enforce (vLLM refuses these for xgrammar, or the backends
+# ignore them): validation checks them. Unlike DEFAULT_DROP_KEYWORDS, pattern, format
+# and minLength stay in the grammar: a schema someone brings usually has patterns
+# (ids, versions, dates) that a small model only satisfies when guided.
+GRAMMAR_UNSUPPORTED: tuple[str, ...] = (
+    "uniqueItems",
+    "contains",
+    "minContains",
+    "maxContains",
+    "multipleOf",
+    "propertyNames",
+    "dependentRequired",
+    "dependentSchemas",
+    "not",
+    "if",
+    "then",
+    "else",
+)
+# Caps of the CPU default policy: every array and free string bounded, so the bundled
+# 135M model must stop; a schema's own smaller maxItems/maxLength are kept. Sized so
+# that a 40-property schema still fits the default output budget (768 tokens).
+CPU_DEFAULT_MAX_ITEMS = 3
+CPU_DEFAULT_MAX_STRING_LENGTH = 60
+
+
+def default_policy(kind: Literal["cpu", "gpu"]) -> Policy:
+    """The policy of a template that ships no ``policy.toml`` (``settings.templates``).
+
+    ``cpu``: caps in the grammar, the only thing that makes a small model on a CPU
+    stop (DESIGN.md section 5). ``gpu``: no caps in the grammar, the fast path there;
+    the full schema still validates every result on both.
+    """
+    drops, formats = list(GRAMMAR_UNSUPPORTED), list(GRAMMAR_FORMATS)
+    if kind == "gpu":
+        return Policy(
+            simplify=SimplifyPolicy(
+                drop_keywords=drops,
+                grammar_formats=formats,
+                grammar_compatible=True,
+                strip_caps=True,
+            )
+        )
+    return Policy(
+        simplify=SimplifyPolicy(
+            drop_keywords=drops,
+            grammar_formats=formats,
+            grammar_compatible=True,
+            bound_free_json=True,
+            max_items=CPU_DEFAULT_MAX_ITEMS,
+            max_string_length=CPU_DEFAULT_MAX_STRING_LENGTH,
+        )
+    )

@@ -16,10 +16,20 @@ from typing import Any, Literal, TypeVar
 Schema = dict[str, Any]
 T = TypeVar("T")
 
-# Where a JSON Schema (draft 2020-12, plus draft-7 ``definitions``) nests subschemas.
-SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+# Where a JSON Schema nests subschemas: draft 2020-12, plus what drafts 4 to 2019-09
+# spell differently (``definitions``, ``dependencies``, ``additionalItems``). A
+# ``dependencies`` entry that is a list of names is not a schema and is skipped.
+SCHEMA_MAPS = (
+    "properties",
+    "patternProperties",
+    "$defs",
+    "definitions",
+    "dependentSchemas",
+    "dependencies",
+)
 SCHEMA_SINGLE = (
     "items",
+    "additionalItems",
     "additionalProperties",
     "unevaluatedProperties",
     "unevaluatedItems",

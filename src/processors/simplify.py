@@ -30,6 +30,10 @@ from structsum.processors.verbatim import Path, marked_paths, strip_annotations
 Step = Callable[[Schema], tuple[Schema, list["Change"]]]
 
 _LENGTH_BOUNDS = ("minLength", "maxLength")
+# Keywords that describe an instance without constraining it.
+_ANNOTATIONS = frozenset(
+    {"title", "description", "default", "examples", "$comment", "deprecated", "readOnly"}
+)
 # The (ref, target) pairs being inlined, outermost first: meeting a target again is recursion.
 _RefStack = tuple[tuple[str, Any], ...]
 
@@ -136,14 +140,20 @@ def _is_object_with_properties(node: Schema) -> bool:
 # --- transformations --------------------------------------------------------------------
 
 
-def inline_refs(schema: Schema) -> tuple[Schema, list[Change]]:
+def inline_refs(
+    schema: Schema, max_depth: int = 0, *, max_inlined: int | None = None
+) -> tuple[Schema, list[Change]]:
     """Replace every local ``$ref`` by its target and remove the then unused ``$defs``.
 
     Some backends handle ``$ref`` poorly and every later step must see the real
     subschema to cap it. Only JSON-pointer references into the same document are
-    inlined (resolved by ``referencing``, relative to ``$id``); a remote reference or
-    a recursive one raises ``SchemaInvalid`` (recursion cannot be inlined: set
-    ``inline_refs = false`` for such schemas).
+    inlined (resolved by ``referencing``, relative to ``$id``); a remote reference
+    raises ``SchemaInvalid``. A recursive reference (a tree, a comment thread) is
+    expanded ``max_depth`` times and then replaced by ``false``: the decoder cannot
+    nest deeper, the full schema still validates every level. With ``max_depth``
+    0 recursion raises ``SchemaInvalid``. Inlining can multiply a schema (a
+    definition used twice in a definition used twice...): past ``max_inlined``
+    inlined references it stops with ``SchemaInvalid`` instead of running for minutes.
     """
     body = {k: v for k, v in schema.items() if k not in ("$defs", "definitions")}
     if not has_refs(body):
@@ -159,26 +169,98 @@ def inline_refs(schema: Schema) -> tuple[Schema, list[Change]]:
         if not isinstance(ref, str):
             return map_subschemas(node, location, lambda sub, at: expand(sub, at, refs, stack))
         found, inner_refs = refs.lookup(ref, location)
-        if any(target is found for _, target in stack):
+        depth = sum(target is found for _, target in stack)
+        if depth and depth >= max_depth:
+            if max_depth:
+                changes.append(
+                    Change("depth-limited", "$ref", location, f"{ref!r} at {depth}", True)
+                )
+                return False
             raise SchemaInvalid(
                 f"recursive $ref {ref!r} at {location} cannot be inlined; "
-                "set [simplify] inline_refs = false in policy.toml",
+                "set [simplify] max_ref_depth or inline_refs = false in policy.toml",
                 {"ref": ref, "chain": [seen for seen, _ in stack]},
+            )
+        if max_inlined is not None and len(changes) > max_inlined:
+            raise SchemaInvalid(
+                f"inlining $ref expands the schema past {max_inlined} references "
+                f"(at {location}); set [simplify] inline_refs = false or a lower max_ref_depth",
+                {"ref": ref, "max_inlined_refs": max_inlined},
             )
         target = expand(found, location, inner_refs, (*stack, (ref, found)))
         rest = {k: v for k, v in node.items() if k != "$ref"}
         siblings = expand(rest, location, refs, stack)
         changes.append(Change("inlined", "$ref", location, repr(ref)))
+        if max_inlined is not None and len(changes) > max_inlined:
+            raise SchemaInvalid(
+                f"inlining $ref expands the schema past {max_inlined} references "
+                f"(at {location}); set [simplify] inline_refs = false or a lower max_ref_depth",
+                {"ref": ref, "max_inlined_refs": max_inlined},
+            )
         if not isinstance(target, dict) or set(siblings) & set(target):
             # A boolean target or clashing keywords: keep draft 2020-12's "siblings AND target".
             return {**siblings, "allOf": [*siblings.get("allOf", []), target]}
         return {**target, **siblings}
 
     out = expand(body, "$", LocalRefs.of(schema), ())
+    if any(c.action == "depth-limited" for c in changes):
+        pruned = _prune_false(out, "$")
+        out = pruned if isinstance(pruned, dict) else out
     for defs in ("$defs", "definitions"):
         if defs in schema:
             changes.append(Change("removed", defs, "$", "(inlined)"))
     return out, changes
+
+
+def _prune_false(node: Any, path: str) -> Any:
+    """Remove what a depth limit made unsatisfiable, children first.
+
+    xgrammar refuses a ``false`` schema in a property or an ``anyOf``/``oneOf`` branch
+    ("cannot accept any value"). A branch that is ``false`` goes; an ``anyOf`` left
+    with none, or an object whose required property is ``false``, becomes ``false``
+    for its parent to drop in turn; an optional ``false`` property goes; an array of
+    ``false`` items loses its ``minItems``. The decoder produces the same outputs.
+    """
+    if not isinstance(node, dict):
+        return node
+    node = map_subschemas(node, path, _prune_false)
+    for keyword in ("anyOf", "oneOf"):
+        branches = node.get(keyword)
+        if isinstance(branches, list) and any(b is False for b in branches):
+            kept = [b for b in branches if b is not False]
+            if not kept:
+                return False
+            node[keyword] = kept
+    properties = node.get("properties")
+    if isinstance(properties, dict):
+        required = set(node.get("required", []))
+        if any(v is False for k, v in properties.items() if k in required):
+            return False
+        node["properties"] = {k: v for k, v in properties.items() if v is not False}
+    if node.get("items") is False and not node.get("prefixItems") and "minItems" in node:
+        del node["minItems"]  # an array of cut items can only be empty
+    return node
+
+
+def inline_refs_bounded(
+    schema: Schema, max_depth: int, *, max_inlined: int
+) -> tuple[Schema, list[Change]]:
+    """:func:`inline_refs`, recursing less deep where ``max_depth`` passes the budget.
+
+    Mutually recursive definitions (an expression language) multiply at each level;
+    one level less is still a decoding schema, where the full schema validates all.
+    """
+    for depth in range(max_depth, 0, -1):
+        try:
+            out, changes = inline_refs(schema, depth, max_inlined=max_inlined)
+        except SchemaInvalid as exc:
+            if "max_inlined_refs" in exc.details and depth > 1:
+                continue
+            raise
+        if depth < max_depth:
+            changes.append(Change("lowered", "max_ref_depth", "$", f"{max_depth} -> {depth}", True))
+        return out, changes
+    return inline_refs(schema, 0, max_inlined=max_inlined)
 
 
 def drop_keywords(schema: Schema, keywords: Iterable[str]) -> tuple[Schema, list[Change]]:
@@ -190,6 +272,157 @@ def drop_keywords(schema: Schema, keywords: Iterable[str]) -> tuple[Schema, list
         for k in found:
             del node[k]
         return node, [Change("dropped", k, path) for k in found]
+
+    return transform(schema, fn)
+
+
+def drop_formats_except(schema: Schema, kept: frozenset[str]) -> tuple[Schema, list[Change]]:
+    """Drop every ``format`` the grammar backend cannot build (loosening only).
+
+    vLLM refuses a whole schema for xgrammar over one unknown format (``semver``,
+    ``color``); validation still checks the formats jsonschema knows.
+    """
+
+    def fn(node: Schema, path: str) -> tuple[Schema, list[Change]]:
+        fmt = node.get("format")
+        if fmt is None or fmt in kept:
+            return node, []
+        del node["format"]
+        return node, [Change("dropped", "format", path, f"{fmt!r} (not in grammar_formats)")]
+
+    return transform(schema, fn)
+
+
+_MERGED = ("properties", "required")
+
+
+def _mergeable(node: Schema, branch: Schema) -> bool:
+    """Whether ``branch`` can be merged into ``node``: only properties/required overlap."""
+    return not (set(node) & set(branch)) - set(_MERGED)
+
+
+def _merge_into(node: Schema, branch: Schema) -> None:
+    """``node`` AND ``branch`` in one object: properties united (``node``'s win on a
+    name both define, which can only restrict decoding), required united."""
+    for key, value in branch.items():
+        if key == "properties" and isinstance(node.get(key), dict):
+            node[key] = {**value, **node[key]}
+        elif key == "required" and isinstance(node.get(key), list):
+            node[key] = list(dict.fromkeys([*node[key], *value]))
+        else:
+            node[key] = value
+
+
+def grammar_compatible(schema: Schema) -> tuple[Schema, list[Change]]:
+    """Reshape what vLLM refuses for xgrammar although the grammar could do without it.
+
+    - ``allOf`` branches that constrain nothing (``{}``, ``true``, annotations; what dropping
+      ``if``/``then`` leaves) are removed, and an ``allOf`` of one branch is merged
+      into its node when no keyword clashes: vLLM refuses any ``allOf`` of 2+ branches.
+    - ``patternProperties`` beside ``properties`` (refused together) is removed: the
+      decoder then writes only the listed keys, a listed restriction.
+    """
+
+    def fn(node: Schema, path: str) -> tuple[Schema, list[Change]]:
+        changes: list[Change] = []
+        branches = node.get("allOf")
+        if isinstance(branches, list):
+            kept = [
+                b
+                for b in branches
+                if b is not True and not (isinstance(b, dict) and set(b) <= _ANNOTATIONS)
+            ]
+            if len(kept) < len(branches):
+                changes.append(
+                    Change("dropped", "allOf", path, f"{len(branches) - len(kept)} empty branches")
+                )
+            if not kept:
+                del node["allOf"]
+            elif len(kept) == 1 and isinstance(kept[0], dict) and _mergeable(node, kept[0]):
+                del node["allOf"]
+                _merge_into(node, kept[0])
+                changes.append(Change("merged", "allOf", path, "one branch"))
+            else:
+                node["allOf"] = kept
+        for keyword in ("anyOf", "oneOf"):
+            variants = node.get(keyword)
+            if (
+                isinstance(variants, list)
+                and isinstance(node.get("properties"), dict)
+                and all(isinstance(v, dict) and _mergeable(v, node) for v in variants)
+            ):
+                # xgrammar follows the variant and forgets the base's own properties and
+                # required: give each variant the base's (base AND variant, as written).
+                base = {k: node.pop(k) for k in ("properties", "required") if k in node}
+                merged = []
+                for variant in variants:
+                    combined = dict(variant)
+                    _merge_into(combined, base)
+                    merged.append(combined)
+                node[keyword] = merged
+                changes.append(Change("distributed", "properties", path, f"into {keyword}"))
+        if isinstance(node.get("patternProperties"), dict) and "properties" in node:
+            del node["patternProperties"]
+            changes.append(
+                Change(
+                    "dropped", "patternProperties", path, "(beside properties)", restrictive=True
+                )
+            )
+        return node, changes
+
+    return transform(schema, fn)
+
+
+# What a value with no constraint at all is decoded as: a capped scalar (any scalar is
+# valid where the full schema allows anything).
+_FREE_VALUE_TYPES = ["string", "number", "boolean", "null"]
+# Keywords that make a node more than "any JSON value".
+_CONSTRAINING = frozenset(
+    {
+        "type", "enum", "const", "$ref", "anyOf", "oneOf", "allOf", "properties",
+        "patternProperties", "additionalProperties", "items", "prefixItems", "pattern",
+        "format", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength",
+        "maxLength", "minItems", "maxItems", "required", "minProperties", "maxProperties",
+    }
+)  # fmt: skip
+
+
+def bound_free_json(schema: Schema, max_items: int, max_length: int) -> tuple[Schema, list[Change]]:
+    """Bound what a schema leaves free, so a small model must stop (listed restrictions).
+
+    Property names of maps (objects without ``properties``) are free strings and their
+    count is unbounded; a value with no constraint is any JSON. Maps get
+    ``maxProperties`` and ``propertyNames.maxLength``; free values become capped
+    scalars; an untyped root becomes an object (a summary is one).
+    """
+
+    def fn(node: Schema, path: str) -> tuple[Schema, list[Change]]:
+        changes: list[Change] = []
+        if path == "$" and "type" not in node and not set(node) & {"anyOf", "oneOf", "allOf"}:
+            node["type"] = "object"
+            changes.append(Change("set", "type", path, "object", restrictive=True))
+        if path != "$" and not set(node) & _CONSTRAINING:
+            node["type"] = list(_FREE_VALUE_TYPES)
+            changes.append(Change("set", "type", path, "a scalar (any JSON)", restrictive=True))
+            return node, changes
+        is_map = (
+            "object" in _types(node)
+            and not set(node) & {"anyOf", "oneOf", "allOf", "$ref"}
+            and not isinstance(node.get("properties"), dict)
+            and node.get("additionalProperties") is not False
+        )
+        if not is_map:
+            return node, changes
+        if node.get("additionalProperties", True) is True:
+            node["additionalProperties"] = {"type": list(_FREE_VALUE_TYPES)}
+            changes.append(Change("set", "additionalProperties", path, "scalars", True))
+        if node.get("maxProperties", max_items + 1) > max_items:
+            node["maxProperties"] = max(max_items, int(node.get("minProperties", 0)))
+            changes.append(Change("added", "maxProperties", path, str(max_items), True))
+        if "patternProperties" not in node and "propertyNames" not in node:
+            node["propertyNames"] = {"maxLength": max_length}
+            changes.append(Change("added", "propertyNames", path, f"maxLength {max_length}", True))
+        return node, changes
 
     return transform(schema, fn)
 
@@ -212,12 +445,30 @@ def unbound_pattern_strings(schema: Schema) -> tuple[Schema, list[Change]]:
     return transform(schema, fn)
 
 
+def _variant_objects(schema: Schema) -> set[str]:
+    """Locations of objects that list properties beside ``anyOf``/``oneOf`` variants, and
+    of those variants: the keys of one are allowed by the other."""
+    found: set[str] = set()
+    for location, node in walk(schema):
+        if not isinstance(node.get("properties"), dict):
+            continue
+        for keyword in ("anyOf", "oneOf"):
+            branches = node.get(keyword)
+            if isinstance(branches, list):
+                found.add(location)
+                found.update(f"{location}.{keyword}[{i}]" for i in range(len(branches)))
+    return found
+
+
 def additional_properties_false(schema: Schema) -> tuple[Schema, list[Change]]:
     """Forbid unlisted keys on objects that list properties and say nothing about others.
 
-    Skipped where ``allOf`` composes objects: a branch with ``additionalProperties:
-    false`` would reject the keys its sibling branches define.
+    Skipped where ``allOf``/``anyOf``/``oneOf`` compose objects: a branch with
+    ``additionalProperties: false`` would reject the keys the base or its sibling
+    branches define (real schemas put shared keys beside a ``oneOf`` of variants).
     """
+
+    open_variants = _variant_objects(schema)
 
     def fn(node: Schema, path: str) -> tuple[Schema, list[Change]]:
         if (
@@ -225,6 +476,7 @@ def additional_properties_false(schema: Schema) -> tuple[Schema, list[Change]]:
             or any(k in node for k in ("additionalProperties", "patternProperties"))
             or any(k in node for k in ("unevaluatedProperties", "allOf"))
             or path.rsplit(".", 1)[-1].startswith("allOf[")
+            or path in open_variants
         ):
             return node, []
         node["additionalProperties"] = False
@@ -279,6 +531,10 @@ def cap_items(
     def fn(node: Schema, path: str) -> tuple[Schema, list[Change]]:
         if not _is_array(node):
             return node, []
+        if "items" not in node and "prefixItems" not in node:
+            # xgrammar 0.2 with maxItems and no items accepts only [] (measured): say
+            # "any item" explicitly, which means the same.
+            node["items"] = {}
         return node, _cap(node, path, "maxItems", "minItems", max_items, replace=replace)
 
     return transform(schema, fn)
@@ -330,14 +586,23 @@ def _steps(policy: SimplifyPolicy) -> Sequence[Step]:
     }
     drops = [k for k in policy.drop_keywords if k not in replaced]
     if policy.inline_refs:
-        steps.append(inline_refs)
+        depth, budget = policy.max_ref_depth, policy.max_inlined_refs
+        steps.append(lambda s: inline_refs_bounded(s, depth, max_inlined=budget))
     if drops:
         steps.append(lambda s: drop_keywords(s, drops))
+    if policy.grammar_formats is not None:
+        formats = frozenset(policy.grammar_formats)
+        steps.append(lambda s: drop_formats_except(s, formats))
+    if policy.grammar_compatible:
+        steps.append(grammar_compatible)
     steps.append(unbound_pattern_strings)
     if policy.additional_properties_false:
         steps.append(additional_properties_false)
     if policy.require_all:
         steps.append(require_all)
+    if policy.bound_free_json and policy.max_items and policy.max_string_length:
+        free_items, free_length = policy.max_items, policy.max_string_length
+        steps.append(lambda s: bound_free_json(s, free_items, free_length))
     if policy.max_items is not None:
         max_items, replace_items = policy.max_items, "maxItems" in replaced
         steps.append(lambda s: cap_items(s, max_items, replace=replace_items))

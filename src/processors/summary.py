@@ -234,7 +234,7 @@ def summarize(
     language and settings) returns its stored result and the engine does nothing;
     only valid summaries are stored.
     """
-    template = load_template(settings.template_dirs, request.template_id)
+    template = load_template(settings.template_dirs, request.template_id, settings.templates)
     fingerprint = cache_fingerprint(settings, template, engine.model_name, enhance=request.enhance)
     return through_cache(
         cache,

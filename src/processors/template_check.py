@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from structsum.config.settings import TemplateSettings
 from structsum.config.template_dirs import TemplateDirs
 from structsum.errors import SchemaInvalid, StructsumError
 from structsum.processors.policy import DEFAULT_DECODING
+from structsum.processors.schema_walk import walk
 from structsum.processors.templates import Template, load_template, validate_instance
 
 
@@ -56,6 +58,70 @@ def _vllm_refuses(schema: dict[str, Any]) -> bool | None:
     return bool(has_xgrammar_unsupported_json_features(schema))
 
 
+# Keywords that constrain instances (annotations such as title/description are left out).
+ASSERTION_KEYWORDS = frozenset(
+    {
+        "type",
+        "enum",
+        "const",
+        "required",
+        "properties",
+        "additionalProperties",
+        "patternProperties",
+        "items",
+        "prefixItems",
+        "minItems",
+        "maxItems",
+        "uniqueItems",
+        "contains",
+        "minContains",
+        "maxContains",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "format",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "multipleOf",
+        "minProperties",
+        "maxProperties",
+        "propertyNames",
+        "dependentRequired",
+        "dependentSchemas",
+        "anyOf",
+        "oneOf",
+        "allOf",
+        "not",
+        "if",
+        "then",
+        "else",
+        "unevaluatedProperties",
+        "unevaluatedItems",
+    }
+)
+# Kept in the decoding schema but not exact in a grammar: say so rather than claim them.
+GRAMMAR_APPROXIMATES = {"oneOf": "oneOf (decoded as anyOf)", "allOf": "allOf (partly)"}
+
+
+def keyword_coverage(template: Template) -> tuple[list[str], list[str]]:
+    """(keywords the decoding grammar enforces, keywords only validation checks).
+
+    A keyword the simplifier dropped, or one in a mode without a schema, is checked
+    by validation alone; the full schema validates every keyword either way.
+    """
+    used = {k for _, node in walk(template.normalised) for k in node} & ASSERTION_KEYWORDS
+    decoding = template.decoding.schema
+    kept = (
+        {k for _, node in walk(decoding) for k in node} & ASSERTION_KEYWORDS
+        if decoding is not None and template.decoding.mode == "json_schema"
+        else set()
+    )
+    grammar = sorted(GRAMMAR_APPROXIMATES.get(k, k) for k in used & kept)
+    return grammar, sorted(used - kept)
+
+
 def decoding_problems(template: Template, *, backend: str) -> list[str]:
     """What keeps the decoder from producing output like the template's own example.
 
@@ -90,13 +156,20 @@ def _schema_problems(template: Template, name: str, backend: str) -> list[str]:
     return problems
 
 
-def template_problems(templates_dir: TemplateDirs, template_id: str, *, backend: str) -> list[str]:
+def template_problems(
+    templates_dir: TemplateDirs,
+    template_id: str,
+    *,
+    backend: str,
+    options: TemplateSettings | None = None,
+) -> list[str]:
     """Everything wrong with one template, one line each (``[]``: it is fit to ship).
 
     A typed error from loading or compiling is a problem to report, not a crash:
     the check goes on with the next template.
     """
     try:
-        return decoding_problems(load_template(templates_dir, template_id), backend=backend)
+        template = load_template(templates_dir, template_id, options)
+        return decoding_problems(template, backend=backend)
     except StructsumError as exc:
         return [f"{exc.code}: {exc.message}"]

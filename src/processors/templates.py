@@ -2,10 +2,13 @@
 
 Loading checks everything a template author can get wrong, once, and raises a
 typed error that names the template and the file: the schema must be a valid
-draft 2020-12 schema with no remote ``$ref`` and bounded patterns, the example
-must validate, the policy must have only known keys, the prompt must render
-(in Jinja's sandbox, see rendering.py) and the decoding schema must be derivable
-under the policy. Loaded templates are cached until one of their files changes.
+schema of the draft its ``$schema`` declares (4, 6, 7, 2019-09 or 2020-12, see
+drafts.py), of bounded size, with no remote ``$ref`` and bounded patterns; the
+example must validate, the policy must have only known keys, the prompt must
+render (in Jinja's sandbox, see rendering.py) and the decoding schema must be
+derivable under the policy. A template without ``policy.toml`` gets the
+profile's default policy (policy.py ``default_policy``). Loaded templates are
+cached until one of their files changes.
 The decoding-side check (``structsum templates check``) is in template_check.py.
 """
 
@@ -26,8 +29,10 @@ from typing import Any
 import jinja2
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
+from jsonschema.protocols import Validator
 from pydantic import ValidationError
 
+from structsum.config.settings import TemplateSettings
 from structsum.config.template_dirs import (
     TemplateDirs,
     as_dirs,
@@ -41,7 +46,8 @@ from structsum.errors import (
     TemplateInvalid,
     TemplateNotFound,
 )
-from structsum.processors.policy import DEFAULT_DECODING, Policy, describe_error
+from structsum.processors.drafts import Draft, check_schema, declared_draft, normalise
+from structsum.processors.policy import DEFAULT_DECODING, Policy, default_policy, describe_error
 from structsum.processors.regex_safety import DEFAULT_MAX_PATTERN_CHARS, check_pattern
 from structsum.processors.rendering import compile_prompt, render_sample, request_variables
 from structsum.processors.schema_refs import offline_registry, remote_refs
@@ -57,7 +63,6 @@ EXAMPLE_FILE = "example.json"
 POLICY_FILE = "policy.toml"
 REQUIRED_FILES = (SCHEMA_FILE, PROMPT_FILE, EXAMPLE_FILE)
 
-DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 # Template ids are directory names; anything else (separators, "..") could escape the dir.
 _TEMPLATE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 # A schema `pattern` runs on untrusted model output inside the worker (Python `re`
@@ -83,6 +88,14 @@ class Template:
     prompt_source: str
     policy: Policy
     schema_sha256: str
+    draft: Draft
+    # The schema in draft 2020-12 terms (drafts.py), what simplification starts from.
+    normalised: dict[str, Any]
+    normalisation: tuple[str, ...] = ()
+    # True when policy.toml is absent and ``policy`` is the profile's default.
+    default_policy: bool = False
+    format_checking: bool = True
+
     # This template under each hardware profile's policy overrides (see for_profile).
     _profiled: dict[str, Template] = field(default_factory=dict, repr=False, compare=False)
 
@@ -95,7 +108,7 @@ class Template:
     def verbatim_marked(self) -> dict[str, Any]:
         """The schema with the policy's verbatim pointers annotated, as every decoding
         schema is built from it (the simplifier records the marks and strips them)."""
-        return mark(self.schema, self.policy.verbatim)
+        return mark(self.normalised, self.policy.verbatim)
 
     @cached_property
     def marked_schema(self) -> dict[str, Any]:
@@ -105,7 +118,7 @@ class Template:
         ``schema`` as written. A recursive schema keeps its ``$ref`` (values behind one
         are not checked).
         """
-        marked = mark(self.schema, self.policy.verbatim)
+        marked = mark(self.normalised, self.policy.verbatim)
         try:
             return inline_refs(marked)[0]
         except SchemaInvalid:
@@ -148,6 +161,10 @@ class Template:
         name = self.policy.retry.decoding_for(attempt)
         return name, self.decodings[name]
 
+    def validate(self, instance: object) -> list[str]:
+        """Errors of ``instance`` under the full schema, by its declared draft."""
+        return validate_instance(self.schema, instance, format_checking=self.format_checking)
+
     @property
     def prompt_path(self) -> Path:
         return self.path / PROMPT_FILE
@@ -185,10 +202,12 @@ def schema_sha256(schema: dict[str, Any]) -> str:
 
 
 @lru_cache(maxsize=128)
-def _validator(canonical: str) -> Draft202012Validator:
-    return Draft202012Validator(
-        json.loads(canonical),
-        format_checker=Draft202012Validator.FORMAT_CHECKER,
+def _validator(canonical: str, format_checking: bool) -> Validator:
+    schema = json.loads(canonical)
+    cls = declared_draft(schema).validator_class
+    return cls(
+        schema,
+        format_checker=cls.FORMAT_CHECKER if format_checking else None,
         registry=offline_registry(),
     )
 
@@ -200,12 +219,15 @@ def _shorten(message: str) -> str:
     return f"{message[:half]} ... {message[-half:]}"
 
 
-def validate_instance(schema: dict[str, Any], instance: object) -> list[str]:
-    """Errors of ``instance`` under the full ``schema`` (draft 2020-12, formats checked).
+def validate_instance(
+    schema: dict[str, Any], instance: object, *, format_checking: bool = True
+) -> list[str]:
+    """Errors of ``instance`` under ``schema``, by the draft its ``$schema`` declares.
 
     Returns readable ``"$.path: message"`` strings, sorted by path; ``[]`` when valid.
+    ``format_checking`` off treats ``format`` as an annotation (settings.templates).
     """
-    errors = _validator(canonical_json(schema)).iter_errors(instance)
+    errors = _validator(canonical_json(schema), format_checking).iter_errors(instance)
     rendered = {f"{json_path(e.absolute_path)}: {_shorten(e.message)}" for e in errors}
     return sorted(rendered)
 
@@ -218,7 +240,7 @@ def list_templates(templates_dir: TemplateDirs) -> list[str]:
     return template_ids(templates_dir)
 
 
-_cache: dict[tuple[Path, str], tuple[tuple[float | None, ...], Template]] = {}
+_cache: dict[tuple[Path, str, str], tuple[tuple[float | None, ...], Template]] = {}
 _cache_lock = threading.Lock()
 
 
@@ -232,13 +254,18 @@ def _mtimes(directory: Path) -> tuple[float | None, ...]:
     return tuple(stamps)
 
 
-def template_dir(templates_dir: TemplateDirs, template_id: str) -> Path:
-    """The directory of ``template_id``; refuses ids that are not plain directory names."""
+def check_template_id(template_id: str) -> None:
+    """Refuse an id that is not a plain directory name (it could escape the folder)."""
     if not _TEMPLATE_ID.match(template_id) or template_id in (".", ".."):
         raise TemplateNotFound(
             f"template id {template_id!r} is not a valid id (letters, digits, _ . -)",
             {"template_id": template_id},
         )
+
+
+def template_dir(templates_dir: TemplateDirs, template_id: str) -> Path:
+    """The directory of ``template_id``; refuses ids that are not plain directory names."""
+    check_template_id(template_id)
     directory = find_template_dir(templates_dir, template_id)
     if directory is None:
         searched = ", ".join(str(d) for d in as_dirs(templates_dir))
@@ -249,10 +276,17 @@ def template_dir(templates_dir: TemplateDirs, template_id: str) -> Path:
     return directory
 
 
-def load_template(templates_dir: TemplateDirs, template_id: str) -> Template:
-    """Load and check a template; cached until one of its files changes."""
+def load_template(
+    templates_dir: TemplateDirs, template_id: str, options: TemplateSettings | None = None
+) -> Template:
+    """Load and check a template; cached until one of its files changes.
+
+    ``options`` (``settings.templates``) bound the schema, choose the default policy
+    and whether formats are checked; None: the built-in defaults (CPU).
+    """
+    options = options or TemplateSettings()
     directory = template_dir(templates_dir, template_id)
-    key = (directory.resolve(), template_id)
+    key = (directory.resolve(), template_id, options.model_dump_json())
     stamps = _mtimes(directory)
     with _cache_lock:
         hit = _cache.get(key)
@@ -262,13 +296,13 @@ def load_template(templates_dir: TemplateDirs, template_id: str) -> Template:
         if schema_sha256(hit[1].schema) == hit[1].schema_sha256:
             return hit[1]
         log.warning("template %s was modified in memory; reloading it", template_id)
-    template = _load(directory, template_id)
+    template = _load(directory, template_id, options)
     with _cache_lock:
         _cache[key] = (stamps, template)
     return template
 
 
-def _load(directory: Path, template_id: str) -> Template:
+def _load(directory: Path, template_id: str, options: TemplateSettings) -> Template:
     def where(name: str) -> str:
         return f"template {template_id!r}: {directory / name}"
 
@@ -278,9 +312,18 @@ def _load(directory: Path, template_id: str) -> Template:
                 f"{where(name)}: missing file", {"template_id": template_id, "file": name}
             )
 
-    schema = _load_schema(directory / SCHEMA_FILE, where(SCHEMA_FILE), template_id)
-    policy = _load_policy(directory / POLICY_FILE, where(POLICY_FILE), template_id)
-    example = _load_example(directory / EXAMPLE_FILE, where(EXAMPLE_FILE), template_id, schema)
+    schema = _load_schema(directory / SCHEMA_FILE, where(SCHEMA_FILE), template_id, options)
+    draft = declared_draft(schema)
+    normalised, normalisation = normalise(schema, draft)
+    has_policy = (directory / POLICY_FILE).is_file()
+    policy = (
+        _load_policy(directory / POLICY_FILE, where(POLICY_FILE), template_id)
+        if has_policy
+        else default_policy(options.default_policy)
+    )
+    example = _load_example(
+        directory / EXAMPLE_FILE, where(EXAMPLE_FILE), template_id, schema, options
+    )
     prompt_source = _read(directory / PROMPT_FILE, where(PROMPT_FILE), template_id)
     compile_prompt(prompt_source, where(PROMPT_FILE), template_id)
 
@@ -292,21 +335,29 @@ def _load(directory: Path, template_id: str) -> Template:
         prompt_source=prompt_source,
         policy=policy,
         schema_sha256=schema_sha256(schema),
+        draft=draft,
+        normalised=normalised,
+        normalisation=tuple(str(c) for c in normalisation),
+        default_policy=not has_policy,
+        format_checking=options.format_checking,
     )
+    source = "policy.toml" if has_policy else f"the {options.default_policy} default policy"
     for profiled in (template, *(template.for_profile(p) for p in policy.profiles)):
-        _check_decoding(profiled, where(SCHEMA_FILE))
+        _check_decoding(profiled, where(SCHEMA_FILE), source, options)
     render_sample(template)
     return template
 
 
-def _check_decoding(template: Template, where: str) -> None:
-    """The decoding schema derives under the policy and is itself a valid schema."""
+def _check_decoding(
+    template: Template, where: str, source: str, options: TemplateSettings
+) -> None:
+    """Every decoding schema derives under the policy, is a valid schema, and fits."""
     try:
         check_marks(template.schema)
         decodings = template.decodings
     except SchemaInvalid as exc:
         raise SchemaInvalid(
-            f"{where}: cannot simplify under policy.toml: {exc.message}",
+            f"{where}: cannot simplify under {source}: {exc.message}",
             {"template_id": template.id, **exc.details},
         ) from exc
     for name, decoding in decodings.items():
@@ -319,6 +370,16 @@ def _check_decoding(template: Template, where: str) -> None:
                 f"{where}: simplified schema {name!r} is invalid: {exc.message}",
                 {"template_id": template.id, "decoding": name},
             ) from exc
+        size = len(canonical_json(decoding.schema).encode("utf-8"))
+        if size > options.max_decoding_schema_bytes:
+            raise SchemaInvalid(
+                f"{where}: the decoding schema {name!r} is {size} bytes after $ref "
+                f"inlining, above templates.max_decoding_schema_bytes "
+                f"({options.max_decoding_schema_bytes})",
+                {"template_id": template.id, "bytes": size},
+                hint="set [simplify] inline_refs = false in policy.toml, or raise "
+                "STRUCTSUM_TEMPLATES__MAX_DECODING_SCHEMA_BYTES",
+            )
 
 
 def _read(path: Path, where: str, template_id: str) -> str:
@@ -330,27 +391,44 @@ def _read(path: Path, where: str, template_id: str) -> str:
         ) from exc
 
 
-def _load_schema(path: Path, where: str, template_id: str) -> dict[str, Any]:
+def _load_schema(
+    path: Path, where: str, template_id: str, options: TemplateSettings
+) -> dict[str, Any]:
     details = {"template_id": template_id, "file": path.name}
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise TemplateInvalid(f"{where}: cannot read: {exc}", details) from exc
+    if size > options.max_schema_bytes:
+        raise SchemaInvalid(
+            f"{where}: {size} bytes, above templates.max_schema_bytes ({options.max_schema_bytes})",
+            {**details, "bytes": size},
+            hint="use a smaller schema (the part the summary needs), or raise "
+            "STRUCTSUM_TEMPLATES__MAX_SCHEMA_BYTES",
+        )
     try:
         schema = json.loads(_read(path, where, template_id))
     except json.JSONDecodeError as exc:
         raise SchemaInvalid(f"{where}: not valid JSON: {exc}", details) from exc
     if not isinstance(schema, dict):
         raise SchemaInvalid(f"{where}: the schema must be a JSON object", details)
-    declared = schema.get("$schema")
-    if declared is not None and declared.rstrip("#") != DRAFT_2020_12:
-        raise SchemaInvalid(
-            f"{where}: $schema is {declared!r}; templates use draft 2020-12 ({DRAFT_2020_12})",
-            details,
-        )
+    check_schema_document(schema, where, details)
+    return schema
+
+
+def check_schema_document(
+    schema: dict[str, Any], where: str = "schema", details: dict[str, Any] | None = None
+) -> None:
+    """Refuse, with a typed error naming ``where``, a schema no template may use.
+
+    The schema must be valid under the draft it declares, reference nothing
+    outside itself, and have only bounded patterns.
+    """
+    details = details or {}
     try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        raise SchemaInvalid(
-            f"{where}: not a valid JSON Schema: {exc.message} at {json_path(exc.absolute_path)}",
-            details,
-        ) from exc
+        check_schema(schema, declared_draft(schema))
+    except SchemaInvalid as exc:
+        raise SchemaInvalid(f"{where}: {exc.message}", {**details, **exc.details}) from exc
     remote = next(remote_refs(schema), None)
     if remote is not None:
         location, ref = remote
@@ -365,7 +443,6 @@ def _load_schema(path: Path, where: str, template_id: str) -> dict[str, Any]:
             raise PatternUnsafe(
                 f"{where}: pattern at {location}: {exc.message}", {**details, **exc.details}
             ) from exc
-    return schema
 
 
 def _patterns(schema: dict[str, Any]) -> Iterator[tuple[str, str]]:
@@ -379,8 +456,6 @@ def _patterns(schema: dict[str, Any]) -> Iterator[tuple[str, str]]:
 
 
 def _load_policy(path: Path, where: str, template_id: str) -> Policy:
-    if not path.is_file():
-        return Policy()
     details = {"template_id": template_id, "file": path.name}
     try:
         raw = tomllib.loads(_read(path, where, template_id))
@@ -394,7 +469,7 @@ def _load_policy(path: Path, where: str, template_id: str) -> Policy:
 
 
 def _load_example(
-    path: Path, where: str, template_id: str, schema: dict[str, Any]
+    path: Path, where: str, template_id: str, schema: dict[str, Any], options: TemplateSettings
 ) -> dict[str, Any]:
     details: dict[str, Any] = {"template_id": template_id, "file": path.name}
     try:
@@ -403,7 +478,7 @@ def _load_example(
         raise ExampleInvalid(f"{where}: not valid JSON: {exc}", details) from exc
     if not isinstance(example, dict):
         raise ExampleInvalid(f"{where}: the example must be a JSON object", details)
-    errors = validate_instance(schema, example)
+    errors = validate_instance(schema, example, format_checking=options.format_checking)
     if errors:
         raise ExampleInvalid(
             f"{where}: does not validate against schema.json: " + "; ".join(errors),

@@ -16,7 +16,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from structsum.config import EngineSettings
-from structsum.errors import EngineError, EngineOutOfMemory, EngineUnavailable, TextTooLong
+from structsum.errors import (
+    EngineError,
+    EngineOutOfMemory,
+    EngineUnavailable,
+    SchemaInvalid,
+    TextTooLong,
+)
 from structsum.processors.generation import GenerationRequest
 from structsum.processors.guide import Guide
 from structsum.processors.mask_plugin import MaskOptions, registered
@@ -210,6 +216,14 @@ def engine_errors() -> Iterator[None]:
                 f"prompt does not fit the model context: {text}",
                 hint="raise STRUCTSUM_ENGINE__MAX_MODEL_LEN, or lower "
                 "STRUCTSUM_BUDGET__OUTPUT_RESERVE or the template's max_tokens",
+            ) from exc
+        if "grammar" in text or "json schema" in text.lower():
+            # The backend cannot compile this template's decoding schema: the same
+            # request fails again, so it is the template's to fix, not retryable.
+            raise SchemaInvalid(
+                f"the grammar backend refused the decoding schema: {text}",
+                hint="run `structsum templates check ID`; drop or reshape the keyword it "
+                "names in [simplify] of policy.toml",
             ) from exc
         raise
     except RuntimeError as exc:

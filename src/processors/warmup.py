@@ -60,15 +60,15 @@ def warmup_requests(
     request builds its own grammar from its text (processors/verbatim.py), so its own
     grammar is never used and warming it would only cost.
     """
-    ids = list_templates(settings.templates_dir) if template_ids is None else template_ids
+    # Every id the worker can serve: the user's folder and the shipped templates.
+    ids = list_templates(settings.template_dirs) if template_ids is None else template_ids
     warmed: list[str] = []
     labels: list[str] = []
     requests: list[GenerationRequest] = []
     seen: set[str] = set()
     for template_id in ids:
-        template = load_template(settings.templates_dir, template_id).for_profile(
-            settings.profile
-        )
+        loaded = load_template(settings.template_dirs, template_id, settings.templates)
+        template = loaded.for_profile(settings.profile)
         for decoding in template.policy.retry.guided_decodings():
             simplified = template.decodings[decoding]
             guide = simplified.guide

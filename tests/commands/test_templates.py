@@ -243,3 +243,84 @@ def test_every_templates_command_reports_errors_one_way(
         assert re.search(r"^error (TemplateInvalid|TemplateNotFound): ", result.output, re.M)
         assert re.search(r"^hint ", result.output, re.M), command
         assert "Traceback" not in result.output
+
+
+# --- templates add ----------------------------------------------------------------------
+
+DRAFT_07_SCHEMA = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "title": "Support ticket",
+    "description": "What a customer reported and what happens next.",
+    "type": "object",
+    "definitions": {"priority": {"type": "string", "enum": ["low", "high"]}},
+    "properties": {
+        "subject": {"type": "string", "description": "One line naming the problem"},
+        "priority": {"$ref": "#/definitions/priority"},
+        "due": {"type": "string", "format": "date"},
+        "ticket": {"type": "string", "pattern": "^T-[0-9]{4}$"},
+        "steps": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+    },
+    "required": ["subject", "priority", "ticket"],
+}
+
+
+def test_add_creates_a_template_that_loads_and_passes_check(
+    templates_dir: Path, tmp_path: Path
+) -> None:
+    schema_file = tmp_path / "ticket.json"
+    schema_file.write_text(json.dumps(DRAFT_07_SCHEMA))
+    result = runner.invoke(app, ["add", "ticket_v1", "--schema", str(schema_file)])
+    assert result.exit_code == 0, result.output
+    folder = templates_dir / "ticket_v1"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "example.json",
+        "policy.toml",
+        "prompt.jinja",
+        "schema.json",
+    ]
+    assert "ok   ticket_v1" in result.output  # `templates check` ran on it
+    example = json.loads((folder / "example.json").read_text())
+    assert re.fullmatch(r"T-[0-9]{4}", example["ticket"])
+    assert example["priority"] in ("low", "high") and len(example["steps"]) >= 1
+    prompt = (folder / "prompt.jinja").read_text()
+    assert (
+        "Support ticket" in prompt and '"subject" (required): One line naming the problem' in prompt
+    )
+    assert "{{ text }}" in prompt and "{{ example }}" in prompt
+    shown = runner.invoke(app, ["show", "ticket_v1"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "draft: draft-07" in shown.output
+    assert "renamed definitions -> $defs" in shown.output
+    assert "checked only by validation" in shown.output
+
+
+def test_add_refuses_a_bad_schema_with_a_typed_error_and_writes_nothing(
+    templates_dir: Path, tmp_path: Path
+) -> None:
+    schema_file = tmp_path / "bad.json"
+    schema_file.write_text(
+        json.dumps({"type": "object", "properties": {"a": {"$ref": "https://x.org/a"}}})
+    )
+    result = runner.invoke(app, ["add", "bad_v1", "--schema", str(schema_file)])
+    assert result.exit_code == 1
+    assert "SchemaInvalid" in result.output and "remote $ref" in result.output
+    assert "Traceback" not in result.output
+    assert not (templates_dir / "bad_v1").exists()
+
+
+def test_add_refuses_an_existing_id(templates_dir: Path, tmp_path: Path) -> None:
+    schema_file = tmp_path / "s.json"
+    schema_file.write_text(json.dumps(DRAFT_07_SCHEMA))
+    result = runner.invoke(app, ["add", "generic_summary_v1", "--schema", str(schema_file)])
+    assert result.exit_code == 1 and "already exists" in result.output
+
+
+def test_add_uses_the_given_prompt(templates_dir: Path, tmp_path: Path) -> None:
+    schema_file, prompt_file = tmp_path / "s.json", tmp_path / "p.jinja"
+    schema_file.write_text(json.dumps(DRAFT_07_SCHEMA))
+    prompt_file.write_text("Fill the ticket.\n{{ example }}\n{{ text }}\n")
+    result = runner.invoke(
+        app, ["add", "t2", "--schema", str(schema_file), "--prompt", str(prompt_file)]
+    )
+    assert result.exit_code == 0, result.output
+    assert (templates_dir / "t2" / "prompt.jinja").read_text().startswith("Fill the ticket.")

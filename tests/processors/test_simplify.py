@@ -507,3 +507,75 @@ def test_regex_mode_guides_by_its_regex() -> None:
     assert regex.guide == Guide("regex", '"[a-z]*"')
     # A mode without what it needs decodes unguided rather than guessing.
     assert SimplifiedSchema("json_schema", None, None, []).guide is None
+
+
+def test_grammar_compatible_removes_what_vllm_refuses_for_xgrammar() -> None:
+    from vllm.v1.structured_output.backend_xgrammar import (
+        has_xgrammar_unsupported_json_features,
+    )
+
+    from structsum.processors.simplify import grammar_compatible
+
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "string"}},
+        "patternProperties": {"^x-": {"type": "string"}},
+        "allOf": [{}, {"description": "annotation only"}, {"required": ["a"]}],
+    }
+    assert has_xgrammar_unsupported_json_features(schema)
+    out, changes = grammar_compatible(schema)
+    assert not has_xgrammar_unsupported_json_features(out)
+    assert out["required"] == ["a"] and "allOf" not in out and "patternProperties" not in out
+    assert [c.restrictive for c in changes] == [False, False, True]
+    assert grammar_compatible(out)[1] == []  # idempotent
+
+
+def test_a_grammar_the_backend_refuses_is_a_typed_template_error() -> None:
+    """vLLM raises a ValueError when xgrammar cannot compile a schema; it must not escape
+    untyped (it did for the draft-04 metaschema in the corpus benchmark)."""
+    from structsum.processors.vllm_args import engine_errors
+
+    message = "Failed to transform json schema into a grammar: minItems is greater than ..."
+    with pytest.raises(SchemaInvalid, match="grammar backend refused") as info, engine_errors():
+        raise ValueError(message)
+    assert not info.value.retryable and "templates check" in info.value.hint
+
+
+def test_depth_limit_prunes_what_it_made_unsatisfiable() -> None:
+    from structsum.processors.template_check import grammar_accepts
+
+    schema = {
+        "$defs": {
+            "node": {
+                "type": "object",
+                "properties": {
+                    "kids": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/node"}},
+                    "alt": {"anyOf": [{"$ref": "#/$defs/node"}]},
+                },
+            }
+        },
+        "$ref": "#/$defs/node",
+    }
+    out, changes = inline_refs(schema, 2)
+    assert any(c.action == "depth-limited" for c in changes)
+    assert grammar_accepts(out, {"kids": [{"kids": []}]})  # compiles: no `false` left
+
+
+def test_bound_free_json_caps_maps_and_free_values() -> None:
+    from structsum.processors.simplify import bound_free_json
+    from structsum.processors.template_check import grammar_accepts
+
+    schema = {
+        "minimum": 1,  # an untyped root: any JSON
+        "properties": {"deps": {"type": "object", "additionalProperties": {"type": "string"}}},
+    }
+    out, changes = bound_free_json(copy.deepcopy(schema), 2, 5)
+    deps = out["properties"]["deps"]
+    assert out["type"] == "object"
+    assert deps["maxProperties"] == 2 and deps["propertyNames"] == {"maxLength": 5}
+    assert all(c.restrictive for c in changes)
+    assert grammar_accepts(out, {"deps": {"a": "x", "b": "y"}})
+    assert not grammar_accepts(out, {"deps": {"a": "x", "b": "y", "c": "z"}})
+    assert not grammar_accepts(out, {"deps": {"toolong": "x"}})
+    free, _ = bound_free_json({"type": "object", "properties": {"v": {"description": "any"}}}, 2, 5)
+    assert free["properties"]["v"]["type"] == ["string", "number", "boolean", "null"]

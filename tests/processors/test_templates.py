@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 
+from structsum.config.settings import TemplateSettings
 from structsum.errors import (
     ExampleInvalid,
     PromptRenderError,
@@ -12,6 +13,11 @@ from structsum.errors import (
     StructsumError,
     TemplateInvalid,
     TemplateNotFound,
+)
+from structsum.processors.policy import (
+    CPU_DEFAULT_MAX_ITEMS,
+    CPU_DEFAULT_MAX_STRING_LENGTH,
+    default_policy,
 )
 from structsum.processors.templates import (
     MAX_ERROR_CHARS,
@@ -37,11 +43,123 @@ def test_loads_a_good_template(tmp_path: Path) -> None:
     assert template.decoding.schema["properties"]["points"]["maxItems"] == 2
 
 
-def test_a_template_without_policy_gets_the_defaults(tmp_path: Path) -> None:
+def test_a_template_without_policy_gets_the_profile_default(tmp_path: Path) -> None:
+    """On CPU every array and free string is capped in the grammar, so a small model stops."""
     write_template(tmp_path, policy=None)
     template = load_template(tmp_path, "t1")
+    assert template.default_policy
+    assert template.policy == default_policy("cpu")
     assert template.policy.retry.attempts == 3
-    assert template.policy.simplify.mode == "json_schema"
+    decoding = template.decoding.schema
+    assert decoding is not None
+    assert decoding["properties"]["points"]["maxItems"] == CPU_DEFAULT_MAX_ITEMS
+    assert decoding["properties"]["title"]["maxLength"] == 40  # the schema's own, smaller
+    assert decoding["properties"]["points"]["items"]["maxLength"] == CPU_DEFAULT_MAX_STRING_LENGTH
+
+
+def test_the_gpu_default_policy_keeps_the_grammar_uncapped(tmp_path: Path) -> None:
+    write_template(tmp_path, policy=None)
+    template = load_template(tmp_path, "t1", TemplateSettings(default_policy="gpu"))
+    decoding = template.decoding.schema
+    assert template.policy.simplify.strip_caps and decoding is not None
+    assert "maxItems" not in decoding["properties"]["points"]
+
+
+def test_a_policy_file_wins_over_the_default(tmp_path: Path) -> None:
+    write_template(tmp_path, policy="[simplify]\nmax_items = 2\n")
+    template = load_template(tmp_path, "t1")
+    assert not template.default_policy and template.policy.simplify.max_items == 2
+
+
+def test_the_default_policy_drops_formats_the_grammar_cannot_build(tmp_path: Path) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "v": {"type": "string", "format": "semver"},
+            "d": {"type": "string", "format": "date"},
+        },
+    }
+    write_template(tmp_path, schema=schema, example={"v": "1.0.0", "d": "2024-01-31"}, policy=None)
+    decoding = load_template(tmp_path, "t1").decoding.schema
+    assert decoding is not None
+    assert "format" not in decoding["properties"]["v"]
+    assert decoding["properties"]["d"]["format"] == "date"
+
+
+@pytest.mark.parametrize(
+    "schema_uri, example, valid",
+    [
+        # draft-04: exclusiveMinimum is a flag on minimum
+        ("http://json-schema.org/draft-04/schema#", {"n": 0}, False),
+        ("http://json-schema.org/draft-04/schema#", {"n": 1}, True),
+    ],
+)
+def test_results_are_validated_by_the_declared_draft(
+    tmp_path: Path, schema_uri: str, example: dict[str, Any], valid: bool
+) -> None:
+    schema = {
+        "$schema": schema_uri,
+        "type": "object",
+        "properties": {"n": {"type": "integer", "minimum": 0, "exclusiveMinimum": True}},
+    }
+    write_template(tmp_path, schema=schema, example={"n": 5}, policy=None)
+    template = load_template(tmp_path, "t1")
+    assert template.draft.name == "draft-04"
+    assert (template.validate(example) == []) is valid
+    assert template.decoding.schema is not None
+    assert template.decoding.schema["properties"]["n"]["exclusiveMinimum"] == 0
+    assert any("exclusiveMinimum" in line for line in template.normalisation)
+
+
+def test_format_checking_is_a_setting(tmp_path: Path) -> None:
+    schema = {"type": "object", "properties": {"d": {"type": "string", "format": "date"}}}
+    write_template(tmp_path, schema=schema, example={"d": "2024-01-31"}, policy=None)
+    checked = load_template(tmp_path, "t1")
+    unchecked = load_template(tmp_path, "t1", TemplateSettings(format_checking=False))
+    assert checked.validate({"d": "tomorrow"}) != []
+    assert unchecked.validate({"d": "tomorrow"}) == []
+
+
+def test_a_schema_above_the_size_limit_is_refused(tmp_path: Path) -> None:
+    write_template(tmp_path)
+    with pytest.raises(SchemaInvalid, match=r"above templates\.max_schema_bytes") as info:
+        load_template(tmp_path, "t1", TemplateSettings(max_schema_bytes=50))
+    assert "MAX_SCHEMA_BYTES" in info.value.hint
+
+
+def test_a_recursive_schema_is_depth_limited_in_decoding_and_validated_in_full(
+    tmp_path: Path,
+) -> None:
+    node = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "children": {"type": "array", "items": {"$ref": "#/$defs/node"}},
+        },
+        "required": ["name"],
+    }
+    schema = {"$defs": {"node": node}, "$ref": "#/$defs/node"}
+    write_template(tmp_path, schema=schema, example={"name": "a"}, policy=None)
+    template = load_template(tmp_path, "t1")
+    assert any(c.startswith("depth-limited $ref") for c in template.decoding.changes)
+    deep: dict[str, Any] = {"name": "x"}
+    for _ in range(6):
+        deep = {"name": "x", "children": [deep]}
+    assert template.validate(deep) == []  # the full schema has no depth limit
+    assert template.validate({"name": "x", "children": [{"children": []}]}) != []
+
+
+def test_mutual_recursion_that_explodes_is_bounded(tmp_path: Path) -> None:
+    branches = [{"$ref": f"#/$defs/e{i}"} for i in range(6)]
+    defs = {
+        f"e{i}": {"type": "object", "properties": {f"k{j}": {"anyOf": branches} for j in range(3)}}
+        for i in range(6)
+    }
+    schema = {"$defs": defs, "$ref": "#/$defs/e0"}
+    write_template(tmp_path, schema=schema, example={}, policy=None)
+    with pytest.raises(SchemaInvalid, match="past 2000 references") as info:
+        load_template(tmp_path, "t1")  # refused in a second, not after minutes of inlining
+    assert "inline_refs = false" in info.value.message
 
 
 def test_list_templates_skips_hidden_directories(tmp_path: Path) -> None:
@@ -97,9 +215,14 @@ def test_missing_file(tmp_path: Path, missing: str) -> None:
         ({"properties": {"a": {"minLength": -1}}}, SchemaInvalid, "not a valid JSON Schema"),
         ({"properties": {"a": {"pattern": "(unclosed"}}}, SchemaInvalid, "not a valid JSON Schema"),
         (
-            {"$schema": "http://json-schema.org/draft-07/schema#"},
+            {"$schema": "http://json-schema.org/draft-03/schema#"},
             SchemaInvalid,
-            "templates use draft 2020-12",
+            "not a supported JSON Schema draft",
+        ),
+        (
+            {"$schema": "http://json-schema.org/draft-04/schema#", "minimum": 1, "type": "strng"},
+            SchemaInvalid,
+            r"not a valid JSON Schema \(draft-04\): .* at \$.type",
         ),
         (
             {"properties": {"a": {"$ref": "https://example.com/x.json"}}},
@@ -111,11 +234,6 @@ def test_missing_file(tmp_path: Path, missing: str) -> None:
             SchemaInvalid,
             "over the bound",
         ),
-        (
-            {"$defs": {"n": {"properties": {"next": {"$ref": "#/$defs/n"}}}}, "$ref": "#/$defs/n"},
-            SchemaInvalid,
-            "recursive \\$ref",
-        ),
     ],
 )
 def test_bad_schema(tmp_path: Path, schema: Any, error: type[Exception], message: str) -> None:
@@ -123,6 +241,14 @@ def test_bad_schema(tmp_path: Path, schema: Any, error: type[Exception], message
     with pytest.raises(error, match=message) as info:
         load_template(tmp_path, "t1")
     assert "'t1'" in str(info.value)
+
+
+def test_recursive_schema_is_refused_without_a_depth(tmp_path: Path) -> None:
+    schema = {"$defs": {"n": {"properties": {"next": {"$ref": "#/$defs/n"}}}}, "$ref": "#/$defs/n"}
+    policy = "[simplify]\nmax_ref_depth = 0\n"
+    write_template(tmp_path, schema=schema, example={}, policy=policy)
+    with pytest.raises(SchemaInvalid, match="recursive \\$ref"):
+        load_template(tmp_path, "t1")
 
 
 def test_recursive_schema_loads_when_refs_are_not_inlined(tmp_path: Path) -> None:

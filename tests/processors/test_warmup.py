@@ -46,8 +46,10 @@ def test_unguided_templates_are_skipped(tmp_path: Path) -> None:
     policy.write_text('[simplify]\nmode = "none"\n')
     engine = FakeEngine(lambda _: ("{", "length"))
     warmup = warm_grammars(engine, _settings(tmp_path))
-    assert warmup.templates == ("generic_summary_v1",)
-    assert engine.batches == [1]
+    # The user's folder overrides meeting_minutes_v1 (unguided); the shipped rest warms.
+    assert "meeting_minutes_v1" not in warmup.templates
+    assert "generic_summary_v1" in warmup.templates and "document_brief_v1" in warmup.templates
+    assert engine.batches == [len(warmup.grammars)]
 
 
 def test_every_decoding_schema_the_attempts_use_is_compiled_once(tmp_path: Path) -> None:
@@ -73,7 +75,7 @@ def test_every_decoding_schema_the_attempts_use_is_compiled_once(tmp_path: Path)
     )
     template = load_template(tmp_path, "generic_summary_v1")
     engine = FakeEngine(lambda _: ("{", "length"))
-    warmup = warm_grammars(engine, _settings(tmp_path))
+    warmup = warm_grammars(engine, _settings(tmp_path), ["generic_summary_v1"])
     assert warmup.templates == ("generic_summary_v1",)
     assert warmup.grammars == ("generic_summary_v1:uncapped", "generic_summary_v1")
     assert engine.batches == [2]
@@ -89,9 +91,10 @@ def test_templates_with_verbatim_fields_are_not_warmed(tmp_path: Path) -> None:
         shutil.copytree(source / name, tmp_path / name)
     engine = FakeEngine(lambda _: ("{", "length"))
     # On the CPU profile generic_summary_v1's key points are verbatim.
-    warmup = warm_grammars(engine, _settings(tmp_path, profile="cpu"))
+    ids = ["document_brief_v1", "generic_summary_v1"]
+    warmup = warm_grammars(engine, _settings(tmp_path, profile="cpu"), ids)
     assert warmup.templates == ("document_brief_v1",)
-    assert warm_grammars(engine, _settings(tmp_path, profile="gpu")).templates == (
+    assert warm_grammars(engine, _settings(tmp_path, profile="gpu"), ids).templates == (
         "document_brief_v1",
         "generic_summary_v1",
     )

@@ -102,3 +102,31 @@ def test_one_arm_through_the_real_pipeline_with_a_fake_engine(
     assert samples[0].temperatures == [retry.temperature_for(i) for i in range(retry.attempts)]
     assert samples[0].decodings == ["default"] * retry.attempts
     assert samples[0].failure is None
+
+
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "schema_corpus"
+
+
+def test_corpus_loads_every_good_schema_and_refuses_every_bad_one_typed(
+    script: ModuleType, tmp_path: Path
+) -> None:
+    """The corpus of issue 16 offline: load outcomes, and the pipeline with a fake engine
+    that answers each template's own example (what the prompt shows)."""
+    entries = script.build_corpus(CORPUS, tmp_path / "built")
+    settings = Settings().model_copy(update={"templates_dir": tmp_path / "built"})
+
+    def answer(request: object) -> tuple[str, str]:
+        prompt = request.messages[-1]["content"]  # type: ignore[attr-defined]
+        example = prompt.split("Example of the format (about a different text):\n", 1)[1]
+        return example.split("\n", 1)[0], "stop"
+
+    script.run_corpus(FakeEngine(answer), settings, entries, [("note", "a short text")], 4)
+    outcomes = {e.template_id: (e.expect, e.load) for e in entries}
+    assert not [t for t, (_, load) in outcomes.items() if load.startswith("untyped")], outcomes
+    wrong = {t: o for t, o in outcomes.items() if (o[0] == "load") != (o[1] == "loaded")}
+    assert wrong == {}
+    assert sum(e.expect == "load" for e in entries) >= 50
+    invalid = [e.template_id for e in entries if e.sample is not None and not e.sample.valid]
+    assert invalid == []
+    rows = {row[0]: row for row in script.corpus_rows(entries)}
+    assert rows["ALL good"][4] == "0" and rows["ALL bad"][2] == "0"

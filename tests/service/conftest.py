@@ -181,6 +181,49 @@ def start_worker(
     pytest.fail(f"worker not ready in {WORKER_START_TIMEOUT_S} s:\n{worker.log_tail()}")
 
 
+# Two templates a team brings (issue 16): older drafts, no policy.toml (the profile's
+# default policy applies). The shared worker serves them from STRUCTSUM_TEMPLATES_DIR.
+BYOS_SCHEMAS: dict[str, dict[str, object]] = {
+    "byos_draft04": {
+        "$schema": "http://json-schema.org/draft-04/schema#",
+        "id": "https://example.com/byos/note.json",
+        "title": "Meeting note",
+        "type": "object",
+        "definitions": {"item": {"type": "string", "minLength": 1}},
+        "properties": {
+            "topic": {"type": "string", "description": "What the meeting was about"},
+            "attendees": {"type": "array", "items": {"$ref": "#/definitions/item"}},
+            "duration_min": {"type": "integer", "minimum": 0, "exclusiveMinimum": True},
+        },
+        "required": ["topic", "attendees"],
+    },
+    "byos_draft07": {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "title": "Decision record",
+        "type": "object",
+        "definitions": {"owner": {"type": "string", "description": "Who acts on it"}},
+        "properties": {
+            "decision": {"type": "string", "description": "What was decided"},
+            "owner": {"$ref": "#/definitions/owner"},
+            "pair": {"type": "array", "items": [{"type": "string"}], "additionalItems": False},
+        },
+        "required": ["decision", "owner"],
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def byos_templates_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The BYOS_SCHEMAS as templates, made as `structsum templates add` makes them."""
+    from structsum.processors.scaffold import write_template
+
+    root = tmp_path_factory.mktemp("byos-templates")
+    for template_id, schema in BYOS_SCHEMAS.items():
+        write_template(root / template_id, schema, prompt=None, kind="cpu")
+        (root / template_id / "policy.toml").unlink()
+    return root
+
+
 class SharedWorker:
     """The worker the service tests share, started again if a test killed it.
 
@@ -189,9 +232,12 @@ class SharedWorker:
     instead of failing it, whatever order the tests run in.
     """
 
-    def __init__(self, settings: Settings, log_dir: Path) -> None:
+    def __init__(
+        self, settings: Settings, log_dir: Path, env: dict[str, str] | None = None
+    ) -> None:
         self._settings = settings
         self._log_dir = log_dir
+        self._env = env
         self._starts = 0
         self._current: WorkerProcess | None = None
 
@@ -199,7 +245,9 @@ class SharedWorker:
         current = self._current
         if current is None or current.process.poll() is not None:
             self._starts += 1
-            current = start_worker(self._settings, self._log_dir, f"shared{self._starts}")
+            current = start_worker(
+                self._settings, self._log_dir, f"shared{self._starts}", env=self._env
+            )
             self._current = current
         return current
 
@@ -211,9 +259,15 @@ class SharedWorker:
 
 @pytest.fixture(scope="session")
 def shared_worker(
-    service_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+    service_settings: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
+    byos_templates_dir: Path,
 ) -> Iterator[SharedWorker]:
-    shared = SharedWorker(service_settings, tmp_path_factory.mktemp("workers"))
+    shared = SharedWorker(
+        service_settings,
+        tmp_path_factory.mktemp("workers"),
+        env={"STRUCTSUM_TEMPLATES_DIR": str(byos_templates_dir)},
+    )
     yield shared
     shared.stop()
 
