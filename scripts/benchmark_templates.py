@@ -489,7 +489,9 @@ def time_compiles(
     own = timer.ms(template.decoding.schema)
     per_request = []
     for _, text in inputs[: args.compile_samples]:
-        guide = request_guide(template.decoding, text, settings.grounding)
+        guide = request_guide(
+            template.decoding, text, settings.grounding, settings.engine.structured_output_backend
+        )
         if guide is not None and isinstance(guide.value, dict):
             per_request.append(timer.ms(guide.value))
     log.info("%s: compile %.0f ms, per request %s ms", template_id, own, per_request)

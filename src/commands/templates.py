@@ -192,7 +192,9 @@ def show_command(
         if source is not None:
             from structsum.processors.verbatim import request_guide
 
-            guide = request_guide(decoding, source, settings.grounding)
+            guide = request_guide(
+                decoding, source, settings.grounding, settings.engine.structured_output_backend
+            )
             schema = guide.value if guide is not None and isinstance(guide.value, dict) else schema
         if decoding.regex is not None:
             out.print("[bold]decoding regex[/bold]")

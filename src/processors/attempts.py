@@ -177,10 +177,11 @@ def run_attempts(
         guide = None
         if retry.guided_for(index):
             # With the source, verbatim fields become enums of its sentences (per request).
+            backend = settings.engine.structured_output_backend
             guide = (
                 simplified.guide
                 if source is None
-                else request_guide(simplified, source, settings.grounding)
+                else request_guide(simplified, source, settings.grounding, backend)
             )
         temperature = retry.temperature_for(index)
         output, max_tokens = _decode(

@@ -299,17 +299,31 @@ def verbatim_errors(data: Any, schema: Schema, source: str) -> tuple[list[str], 
 # --- the per-request guide ------------------------------------------------------------------
 
 
+# Backends whose decode-time enums of the source's sentences break: on an H200 with
+# the bundled SmolLM2 tokenizer, llguidance (vLLM's ``guidance`` backend) forced the
+# enum's bytes with wrong tokens ("forced bytes: got ' '; applying 'Ä'; stopping"),
+# and 2% of interview summaries came back valid (docs/benchmarks.md). There the
+# verbatim check after decoding still holds; only the decode-time constraint is off.
+ENUM_UNSAFE_BACKENDS = frozenset({"guidance"})
+
+
 def request_guide(
-    decoding: SimplifiedSchema, source: str, settings: GroundingSettings
+    decoding: SimplifiedSchema,
+    source: str,
+    settings: GroundingSettings,
+    backend: str | None = None,
 ) -> Guide | None:
     """The guide of one request: the decoding schema with its verbatim fields made enums.
 
     Without verbatim fields (or outside the ``json_schema`` mode, where the decode
-    cannot name them) it is the template's own guide, compiled once and cached by
-    the backend; with them the grammar differs per source and is compiled per request.
+    cannot name them, or on a ``backend`` in :data:`ENUM_UNSAFE_BACKENDS`) it is the
+    template's own guide, compiled once and cached by the backend; with them the
+    grammar differs per source and is compiled per request.
     """
     guide = decoding.guide
     if not decoding.verbatim_paths or guide is None or guide.kind != "json":
+        return guide
+    if backend in ENUM_UNSAFE_BACKENDS:
         return guide
     assert decoding.schema is not None  # the json guide is built from it
     # A text of short pieces only ("Yes. Friday.") still offers them: a free field

@@ -36,8 +36,8 @@ def test_sample_meeting_summary_is_valid(engine: Any, settings: Settings) -> Non
 
 
 def test_quotes_are_decoded_from_the_text_and_checked(engine: Any, settings: Settings) -> None:
-    """interview_summary_v1's quotes are verbatim in every profile: the decode is
-    constrained to the text's sentences, so the first attempt's quotes already pass."""
+    """interview_summary_v1's quotes are verbatim on the CPU profile (the engine's): the
+    decode is constrained to the text's sentences, so the first attempt's quotes pass."""
     text = INTERVIEW.read_text()
     request = SummaryRequest(text=text, template_id="interview_summary_v1")
     result = summarize(request, engine=engine, settings=settings)

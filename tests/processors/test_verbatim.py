@@ -123,6 +123,14 @@ def test_sentences_are_normalised_bounded_pieces_of_the_source() -> None:
     assert "and each clause stays a piece of the text." in pieces  # a clause of a long one
 
 
+def test_guidance_keeps_the_templates_own_guide() -> None:
+    """llguidance breaks on the enums (measured on a GPU): there the check alone holds."""
+    decoding = simplify_schema(SCHEMA, SimplifyPolicy())
+    assert request_guide(decoding, SOURCE, GROUNDING, "guidance") == decoding.guide
+    xgrammar = request_guide(decoding, SOURCE, GROUNDING, "xgrammar")
+    assert xgrammar is not None and xgrammar != decoding.guide
+
+
 def test_the_guide_of_a_request_makes_verbatim_fields_enums_of_its_sentences() -> None:
     decoding = simplify_schema(SCHEMA, SimplifyPolicy())
     guide = request_guide(decoding, SOURCE, GROUNDING)
