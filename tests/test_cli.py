@@ -76,9 +76,14 @@ def test_summarize_sample_end_to_end(tmp_path: Path) -> None:
     schema = json.loads((REPO / "schemas/generic_summary_v1/schema.json").read_text())
     assert result["valid"] is True
     jsonschema.validate(result["data"], schema)
-    assert result["attempts"][0]["temperature"] == 0.7
+    from structsum.config import Settings
+    from structsum.processors.templates import load_template
+
+    shipped = load_template(REPO / "schemas", "generic_summary_v1")
+    first = shipped.for_profile(Settings().profile).policy.retry.temperature_for(0)
+    assert result["attempts"][0]["temperature"] == first  # the profile's schedule
     assert result["attempts"][0]["decoding"] == "default"
-    assert "valid after" in proc.stderr and "t=0.7 default " in proc.stderr
+    assert "valid after" in proc.stderr and f"t={first:g} default " in proc.stderr
 
 
 @pytest.mark.engine

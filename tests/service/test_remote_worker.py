@@ -44,7 +44,13 @@ from tests.service.test_worker import (  # noqa: F401  (collected here, over the
     test_worker_keeps_serving_after_bad_payloads,
 )
 
-pytestmark = [pytest.mark.service, pytest.mark.engine]
+pytestmark = [
+    pytest.mark.service,
+    pytest.mark.engine,
+    # After the session-3 merge the re-collected worker tests ran against the shared
+    # local worker, not this module's remote one: see the closing note (issue 14 open).
+    pytest.mark.skip(reason="remote worker fixture not in effect after the merge"),
+]
 
 JOB_TIMEOUT_S = 300.0
 # Seconds to wait for the first retry of a job sent while the server is down.
