@@ -24,8 +24,8 @@ from collections.abc import Iterable
 
 # re's own parser (private, stable since 3.11; sre_parse before): the tree ``re``
 # will actually run, so nothing is lost to a second regex grammar.
-from re import _constants as _c  # type: ignore[attr-defined]
-from re import _parser as _sre  # type: ignore[attr-defined]
+from re import _constants as _c  # type: ignore[attr-defined, unused-ignore]
+from re import _parser as _sre  # type: ignore[attr-defined, unused-ignore]
 from typing import Any
 
 from structsum.errors import PatternUnsafe

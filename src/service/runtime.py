@@ -142,15 +142,16 @@ class WorkerRuntime:
                 # No engine process here to die or hang: the server's own supervisor
                 # restarts it, and readiness reports its /health. Restarting this
                 # worker would not help a sick server; the breaker covers a dead one.
+                # Claims and the consumption watchdog below still apply.
                 log.info("remote engine: no watchdog; readiness follows the server's /health")
-                return
-            self._watchdog = EngineWatchdog(
-                engine,
-                interval_s=queue.watchdog_interval_s,
-                stall_s=queue.watchdog_stall_s,
-                on_trip=self.fail,
-            )
-            self._watchdog.start()
+            else:
+                self._watchdog = EngineWatchdog(
+                    engine,
+                    interval_s=queue.watchdog_interval_s,
+                    stall_s=queue.watchdog_stall_s,
+                    on_trip=self.fail,
+                )
+                self._watchdog.start()
             if claims is None and self._owns_engine:
                 claims = JobClaims.from_url(
                     queue.backend_url,
