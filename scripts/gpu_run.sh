@@ -20,6 +20,8 @@
 #   tasks [ARGS]      service path in-process, scripts/benchmark_tasks.py on the 1.7B random
 #                     weights: summary jobs at 1, 8 and 64 in flight, guided (the shipped
 #                     template) then unguided (the same template with `mode = "none"`)
+#   followup ARGS     scripts/benchmark_followup.py ARGS (turns | speculation | long) on the
+#                     bundled 135M, report and log to $OUT
 #   real [ARGS]       the same on real weights: the bundled SmolLM2-135M, converted from its
 #                     GGUF with structsum's model_store, every shipped template (validity)
 # ARGS go to the benchmark after the defaults below (the last one wins). Settings come
@@ -52,6 +54,13 @@ install() {
     cat "$chunks"/part-* | tar -C "$work" -xf -   # fails on a missing or short part
     python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" "$work"/wheels/*.whl
     touch "$site/.structsum-wheels"
+  fi
+  # Wheels carried loose under .gpu/extra/, installed over the bundle's: httpx for the
+  # remote engine (vLLM's openai client pulls httpx2 instead), celery at the release
+  # pyproject.toml asks for.
+  if compgen -G ".gpu/extra/*.whl" >/dev/null && [[ ! -f "$site/.structsum-extra" ]]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$site" .gpu/extra/*.whl
+    touch "$site/.structsum-extra"
   fi
   # structsum itself, each time (this copy of the project may be newer): installed, not
   # put on PYTHONPATH, because vLLM finds the mask plugin through its entry point.
@@ -155,8 +164,22 @@ case "$mode" in
     ls -la "$out"
     exit "$rc"
     ;;
+  followup)
+    copy_parts
+    install
+    STRUCTSUM_ENGINE__MODEL=$(real_model | tail -n 1)
+    export STRUCTSUM_ENGINE__MODEL
+    rc=0
+    timeout --kill-after=10 "${BENCH_TIMEOUT_S:-540}" python3 scripts/benchmark_followup.py \
+      "$@" --result-dir "$out" \
+      >"$out/followup-${1:-run}.log" 2>&1 || rc=$?
+    grep -v -E '^\((EngineCore|Worker|APIServer|MainProcess)|^INFO|^WARNING|^[0-9-]+ [0-9:,]+ ' \
+      "$out/followup-${1:-run}.log" | tail -n 40 || true
+    echo "followup exit status: $rc"
+    exit "$rc"
+    ;;
   *)
-    echo "usage: $0 copy | bench [ARGS] | tasks [ARGS] | real [ARGS]" >&2
+    echo "usage: $0 copy | bench [ARGS] | tasks [ARGS] | real [ARGS] | followup ARGS" >&2
     exit 2
     ;;
 esac

@@ -14,9 +14,12 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from structsum.config import Settings
 from structsum.config.redact import redact_url
@@ -27,6 +30,7 @@ from structsum.service.app import build_app
 WORKER_START_TIMEOUT_S = 300.0
 WORKER_STOP_TIMEOUT_S = 60.0
 PING_TIMEOUT_S = 1.0
+METRICS_TIMEOUT_S = 5.0
 
 
 def worker_env(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -52,11 +56,34 @@ class WorkerProcess:
     """One worker subprocess; use as a context manager, or call ``stop()``."""
 
     def __init__(
-        self, process: subprocess.Popen[bytes], log_path: Path, hostname: str | None = None
+        self,
+        process: subprocess.Popen[bytes],
+        log_path: Path,
+        hostname: str | None = None,
+        metrics_port: int | None = None,
     ) -> None:
         self.process = process
         self.log_path = log_path
         self.hostname = hostname
+        self.metrics_port = metrics_port
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        """One sample from the worker's /metrics (``metrics_port``); None if it has none yet."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=METRICS_TIMEOUT_S) as response:
+            text = response.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                wanted = all(sample.labels.get(k) == v for k, v in labels.items())
+                if sample.name == name and wanted:
+                    return float(sample.value)
+        return None
 
     @classmethod
     def start(

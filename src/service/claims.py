@@ -48,8 +48,12 @@ _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
+# 1: still ours, extended; 2: it had expired (Redis was down, or restarted from an older
+# AOF) and nobody took it, so it is ours again; 0: another run holds it now.
 _RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+local holder = redis.call('get', KEYS[1])
+if holder == ARGV[1] then redis.call('pexpire', KEYS[1], ARGV[2]) return 1 end
+if not holder then redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2]) return 2 end
 return 0
 """
 
@@ -152,7 +156,13 @@ class JobClaims:
             return list(self._held)
 
     def renew(self) -> None:
-        """Extend every claim this worker holds by one TTL."""
+        """Extend every claim this worker holds by one TTL; take back the ones that expired.
+
+        A Redis outage longer than the TTL (or a restart from an AOF that missed the
+        last renewals) expires the claims of jobs that are still running. Taking them
+        back at the first beat after the outage closes the window in which a
+        redelivered copy could start beside the running job.
+        """
         with self._lock:
             held = dict(self._held)
         for task_id, token in held.items():
@@ -161,10 +171,12 @@ class JobClaims:
             except redis.RedisError as exc:
                 log.warning("could not renew the claim on job %s: %s", task_id, exc)
                 continue
-            if not ours:
+            if ours == 2:
+                log.warning("the claim on job %s had expired while it ran; taken back", task_id)
+            elif not ours:
                 log.error(
-                    "the claim on job %s expired while it ran (Redis down longer than the "
-                    "claim TTL?); a redelivered copy may run beside it",
+                    "the claim on job %s was taken by another run while this one ran (Redis "
+                    "down longer than the claim TTL?); the two copies run side by side",
                     task_id,
                 )
 

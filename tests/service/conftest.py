@@ -9,19 +9,17 @@ its vLLM engine processes with it. Run these tests under
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis
-from prometheus_client.parser import text_string_to_metric_families
 
+from structsum.bench.worker import WorkerProcess
 from structsum.config import BudgetSettings, QueueSettings, Settings
 
 REDIS = "redis://127.0.0.1:6379"
@@ -86,61 +84,6 @@ def worker_env(settings: Settings, **queue_overrides: object) -> dict[str, str]:
     return env
 
 
-@dataclass
-class WorkerProcess:
-    """One `structsum worker` subprocess and what the tests read from it."""
-
-    process: subprocess.Popen[bytes]
-    hostname: str
-    log_path: Path
-    metrics_port: int | None
-
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def metric(self, name: str, **labels: str) -> float | None:
-        """One sample from the worker's /metrics, or None if it has none yet."""
-        import urllib.request
-
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            text = response.read().decode()
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                wanted = all(sample.labels.get(k) == v for k, v in labels.items())
-                if sample.name == name and wanted:
-                    return float(sample.value)
-        return None
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group: the worker and its engine processes."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=WORKER_STOP_TIMEOUT_S)
-
-    def stop(self) -> int | None:
-        """Warm shutdown (SIGTERM), as an operator would; SIGKILL if it hangs."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=WORKER_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=WORKER_STOP_TIMEOUT_S)
-                return None
-        # engine processes left behind by a clean stop would be a leak
-        try:
-            os.killpg(self.process.pid, 0)
-        except ProcessLookupError:
-            pass
-        else:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        return self.process.returncode
-
-
 def start_worker(
     settings: Settings,
     log_dir: Path,
@@ -169,7 +112,7 @@ def start_worker(
             start_new_session=True,
         )
     queue = settings.queue.model_copy(update=queue_overrides)
-    worker = WorkerProcess(process, hostname, log_path, queue.metrics_port)
+    worker = WorkerProcess(process, log_path, hostname, queue.metrics_port)
     app = client_app(settings)
     deadline = time.monotonic() + WORKER_START_TIMEOUT_S
     while time.monotonic() < deadline:

@@ -85,6 +85,25 @@ def test_release_only_drops_this_runs_own_claim(url: str, prefix: str) -> None:
     assert first._redis.get(first.claim_key("job-x")) is None
 
 
+def test_a_claim_lost_in_a_redis_outage_is_taken_back_but_never_stolen(
+    url: str, prefix: str
+) -> None:
+    """After an outage longer than the TTL the running job re-takes its claim, so the
+    redelivered copy keeps waiting; a claim another run took meanwhile stays theirs."""
+    running = claims_on(url, prefix)
+    for task_id in ("job-a", "job-b"):
+        assert running.acquire(task_id, wait_s=1, done=lambda: False)
+        running._redis.delete(running.claim_key(task_id))  # expired while Redis was down
+    copy = claims_on(url, prefix, owner="w2")
+    assert copy.acquire("job-b", wait_s=1, done=lambda: False)  # a copy got in first
+    running.renew()
+    with pytest.raises(JobTimeout):  # job-a is held again by the run that is still going
+        copy.acquire("job-a", wait_s=1.5, done=lambda: False)
+    assert copy._redis.get(copy.claim_key("job-b")).startswith("w2:")
+    running.release("job-b")  # not ours any more: a no-op on the key
+    assert copy._redis.get(copy.claim_key("job-b")).startswith("w2:")
+
+
 def test_engine_failures_are_counted_per_job_in_flight(url: str, prefix: str) -> None:
     claims = claims_on(url, prefix)
     for task_id in ("a", "b"):
