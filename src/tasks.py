@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from celery import Task, states
-from celery.exceptions import Ignore, ImproperlyConfigured
+from celery.exceptions import Ignore, ImproperlyConfigured, WorkerShutdown
 from celery.signals import celeryd_after_setup, task_postrun, worker_shutdown
 from celery.worker.control import inspect_command
 from pydantic import BaseModel
@@ -66,6 +66,8 @@ app = build_app(get_settings())
 # Celery-level retries, for outages only (engine restart, Redis blip): a few
 # tries with exponential backoff and jitter, capped so a job is not parked for long.
 MAX_RETRIES = 3
+# EX_CONFIG: the worker refused to start (settings, pool, engine load, metrics port).
+STARTUP_FAILED_EXIT_CODE = 78
 RETRY_BACKOFF_S = 2
 RETRY_BACKOFF_MAX_S = 60
 
@@ -273,10 +275,22 @@ def _load_engine(sender: Any = None, instance: Any = None, **_: Any) -> None:
     """Runs once per worker process, before it consumes: the only engine load.
 
     ``celeryd_after_setup`` rather than ``worker_init``: logging is configured by
-    then (so the load is logged) and the consumer has not started yet.
+    then (so the load is logged) and the consumer has not started yet. Celery logs
+    and swallows a signal handler's exception, which would leave a worker that
+    consumes with no engine, watchdog or claims; a failed start therefore ends the
+    worker (``WorkerShutdown``, which Celery does not swallow) with status 78.
     """
     if getattr(instance, "app", None) is not app:
         return
+    try:
+        start_runtime(instance)
+    except Exception as exc:
+        log.critical("this worker cannot start: %s", exc, exc_info=True)
+        raise WorkerShutdown(STARTUP_FAILED_EXIT_CODE) from exc
+
+
+def start_runtime(instance: Any) -> None:
+    """Check the pool and the settings, then load the engine; typed errors if refused."""
     pool = pool_name(instance.pool_cls)
     if pool not in SHARED_ENGINE_POOLS:
         raise ImproperlyConfigured(

@@ -219,7 +219,7 @@ def test_tasks_are_registered_by_name() -> None:
 def test_pools_that_cannot_share_one_engine_are_refused(pool: str) -> None:
     instance = SimpleNamespace(app=tasks.app, pool_cls=pool, concurrency=4)
     with pytest.raises(ImproperlyConfigured, match="threads"):
-        tasks._load_engine(sender="w1@host", instance=instance)
+        tasks.start_runtime(instance)
 
 
 def test_pool_names() -> None:
@@ -289,8 +289,30 @@ def test_a_worker_whose_deadline_outlives_the_visibility_timeout_does_not_start(
     monkeypatch.setattr(tasks, "runtime", lambda: rt)
     instance = SimpleNamespace(app=tasks.app, pool_cls="threads", concurrency=4)
     with pytest.raises(ImproperlyConfigured, match="visibility_timeout_s"):
-        tasks._load_engine(sender="w1@host", instance=instance)
+        tasks.start_runtime(instance)
     assert not rt.loaded
+
+
+def test_a_worker_that_cannot_start_shuts_down_with_78_instead_of_consuming(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Celery swallows a signal handler's exception: the handler must end the worker."""
+    from celery import signals
+    from celery.exceptions import WorkerShutdown
+
+    queue = QueueSettings(metrics_port=None, redis_check="off")
+    rt = WorkerRuntime(Settings(queue=queue))
+
+    def port_taken(*_: object, **__: object) -> None:
+        raise OSError(98, "Address already in use")
+
+    monkeypatch.setattr(rt, "start", port_taken)
+    monkeypatch.setattr(tasks, "runtime", lambda: rt)
+    instance = SimpleNamespace(app=tasks.app, pool_cls="threads", concurrency=128)
+    with pytest.raises(WorkerShutdown) as stopped:  # through Celery's own dispatch
+        signals.celeryd_after_setup.send(sender="w1@host", instance=instance, conf=None)
+    assert stopped.value.code == tasks.STARTUP_FAILED_EXIT_CODE == 78
+    assert "this worker cannot start: [Errno 98] Address already in use" in caplog.text
 
 
 def test_the_workers_exit_status_is_kept_for_the_cli(runtime: WorkerRuntime) -> None:

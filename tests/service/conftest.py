@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from kombu.exceptions import OperationalError
 
 from structsum.bench.worker import WorkerProcess
 from structsum.config import BudgetSettings, QueueSettings, Settings
@@ -118,8 +119,13 @@ def start_worker(
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"worker exited with {process.returncode}:\n{worker.log_tail()}")
-        if app.control.ping(destination=[hostname], timeout=1.0):
-            return worker
+        try:
+            if app.control.ping(destination=[hostname], timeout=1.0):
+                return worker
+        except (redis.ConnectionError, OperationalError):
+            # The client's pooled connection died with a Redis restart (the recovery
+            # story restarts it); the next ping reconnects.
+            time.sleep(0.5)
     worker.kill()
     pytest.fail(f"worker not ready in {WORKER_START_TIMEOUT_S} s:\n{worker.log_tail()}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -69,3 +70,34 @@ def test_an_unreachable_config_is_a_warning(caplog: pytest.LogCaptureFixture) ->
     unreachable = _settings(redis_check="refuse", broker_url="redis://127.0.0.1:1/0")
     check_startup(unreachable, refuse=Refused)
     assert "cannot read the Redis configuration" in caplog.text
+
+
+@pytest.mark.service
+def test_a_worker_that_cannot_start_exits_78_without_taking_a_job(
+    service_settings: Settings, tmp_path: Path
+) -> None:
+    """A real worker whose metrics port is taken: it must not consume engine-less."""
+    import socket
+    import subprocess
+    import sys
+
+    from tests.service.conftest import worker_env
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = worker_env(service_settings, metrics_port=taken.getsockname()[1])
+        log_path = tmp_path / "worker.log"
+        with log_path.open("wb") as log:
+            status = subprocess.run(
+                [sys.executable, "-m", "structsum.commands.service", "worker"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=120,
+                check=False,
+            ).returncode
+    text = log_path.read_text(errors="replace")
+    assert status == 78, text[-3000:]
+    assert "this worker cannot start" in text and "Address already in use" in text
+    assert "succeeded in" not in text and "received" not in text
