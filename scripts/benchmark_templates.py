@@ -90,6 +90,7 @@ from structsum.bench.jobs import run_concurrently
 from structsum.bench.policy_variants import VARIANTS, variant_templates_dir
 from structsum.bench.report import fmt, fmt_share, print_table
 from structsum.bench.stats import mean, percentile
+from structsum.bench.tables import TEMPLATE_COLUMNS, template_rows
 from structsum.config import Settings
 from structsum.models import SummaryRequest, SummaryResult
 from structsum.processors.templates import list_templates, load_template
@@ -261,48 +262,11 @@ def compute_metrics(
 
 # --- report -------------------------------------------------------------------------------
 
-COLUMNS = (
-    "template",
-    "variant",
-    "n",
-    "valid@1",
-    "valid final",
-    "attempts",
-    "cut",
-    "decodings",
-    "tok/req",
-    "mean s",
-    "p90 s",
-    "wall s",
-    "tok/s",
-    "grounding",
-    "verbatim",
-    "compile ms",
-)
+COLUMNS = TEMPLATE_COLUMNS
 
 
 def table_rows(metrics: Sequence[ArmMetrics]) -> list[list[str]]:
-    return [
-        [
-            m.template_id,
-            m.variant,
-            str(m.requests) + (f" ({m.failed_requests} failed)" if m.failed_requests else ""),
-            fmt_share(m.valid_first_share),
-            fmt_share(m.valid_final_share),
-            fmt(m.mean_attempts, 2),
-            str(m.truncated_attempts),
-            ", ".join(f"{name} {runs}" for name, runs in m.decoding_runs.items()),
-            fmt(m.mean_completion_tokens, 0),
-            fmt(m.mean_latency_s),
-            fmt(m.p90_latency_s),
-            fmt(m.wall_s),
-            fmt(m.output_tok_per_s),
-            fmt(m.mean_grounding, 2),
-            fmt_share(m.verbatim_share),
-            f"{fmt(m.compile_ms_template, 0)} / {fmt(m.compile_ms_request, 0)}",
-        ]
-        for m in metrics
-    ]
+    return template_rows([asdict(m) for m in metrics])
 
 
 # --- main ---------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,7 @@ from structsum.bench.flags import (
 )
 from structsum.bench.report import fmt, print_table
 from structsum.bench.stats import median
+from structsum.bench.tables import WARM_SUMMARY_COLUMNS, warm_summary_rows
 from structsum.config import Settings
 from structsum.models import SummaryRequest
 
@@ -67,26 +68,11 @@ class Run:
     data: dict[str, Any] | None = None
 
 
-COLUMNS = ("run", "s", "valid", "attempts", "prompt tok", "output tok", "ttft s", "tok/s")
+COLUMNS = WARM_SUMMARY_COLUMNS
 
 
 def table_rows(runs: Sequence[Run]) -> list[list[str]]:
-    rows = []
-    for number, run in enumerate(runs, start=1):
-        decode_s = run.elapsed_s - (run.first_ttft_s or 0.0)
-        rows.append(
-            [
-                str(number),
-                fmt(run.elapsed_s),
-                "failed" if run.failure else str(run.valid),
-                str(run.attempts),
-                str(run.prompt_tokens),
-                str(run.completion_tokens),
-                fmt(run.first_ttft_s),
-                fmt(run.completion_tokens / decode_s if decode_s > 0 else float("nan")),
-            ]
-        )
-    return rows
+    return warm_summary_rows([asdict(run) for run in runs])
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,8 @@ Commands:
     # guided vs unguided output tok/s over batch sizes, one panel per report and backend
     python scripts/plot_benchmarks.py results/engine-*.json --output results/engine.png
 
-    # the tables of any reports (engine or tasks) as Markdown, for docs/benchmarks.md
+    # the tables of any reports (engine, tasks, templates, warm-summary) as Markdown,
+    # for docs/benchmarks.md
     python scripts/plot_benchmarks.py results/*.json --markdown
 """
 
@@ -17,7 +18,7 @@ import sys
 from pathlib import Path
 
 from structsum.bench.plot import plot_reports
-from structsum.bench.report import load_report, markdown_table
+from structsum.bench.report import fmt, load_report, markdown_table
 from structsum.bench.tables import ENGINE_FOOTNOTE, report_table
 
 
@@ -45,7 +46,12 @@ def markdown(report: dict[str, object]) -> str:
         f"**{report['benchmark']}** on {device}, {report['date']}, model `{report['model']}`, "
         + ", ".join(f"{k} {v}" for k, v in versions.items() if v)
     )
-    foot = f"\n\n{ENGINE_FOOTNOTE}" if report["benchmark"] == "engine" else ""
+    foot = ""
+    if report["benchmark"] == "engine":
+        foot = f"\n\n{ENGINE_FOOTNOTE}"
+    elif report["benchmark"] == "warm-summary":
+        median = report.get("median_s")
+        foot = f"\n\nmedian {fmt(median if isinstance(median, int | float) else None)} s"
     return f"{head}\n\n{markdown_table(columns, rows)}{foot}\n"
 
 

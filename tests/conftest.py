@@ -12,6 +12,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +24,26 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     return Settings()
+
+
+@pytest.fixture(scope="session")
+def bundled_tokenizer() -> Any:
+    """The bundled model's own tokenizer (what the engine counts with); skips unless prepared."""
+    transformers = pytest.importorskip("transformers")
+    from structsum.errors import ModelPreparationError
+    from structsum.processors.model_store import (
+        bundled_gguf_path,
+        converted_model_dir,
+        is_prepared,
+    )
+
+    try:
+        folder = converted_model_dir(Settings().cache_dir, bundled_gguf_path())
+    except ModelPreparationError:
+        pytest.skip("bundled model package not installed")
+    if not is_prepared(folder):
+        pytest.skip("bundled model not converted yet (make model)")
+    return transformers.AutoTokenizer.from_pretrained(str(folder))
 
 
 @pytest.fixture(scope="session")

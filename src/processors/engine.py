@@ -17,13 +17,11 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
 from structsum.config import EngineSettings
-from structsum.errors import EngineUnavailable, JobTimeout
 from structsum.logs import engine_environment
+from structsum.processors.engine_loop import LoopEngine, chat_token_ids
 from structsum.processors.engine_stats import CounterSink, EngineCounters, stat_logger_factory
 from structsum.processors.generation import Engine as Engine
 from structsum.processors.generation import GenerationOutput as GenerationOutput
@@ -45,7 +43,7 @@ ENGINE_STOP_GRACE_S = 30.0
 CLOSE_TIMEOUT_S = ENGINE_STOP_GRACE_S + 15.0
 
 
-class VllmEngine:
+class VllmEngine(LoopEngine):
     """vLLM's AsyncLLM on a private event-loop thread, with a blocking, thread-safe API."""
 
     # The runtime reads it: this engine's processes are the worker's own to watch.
@@ -55,18 +53,9 @@ class VllmEngine:
         self.settings = settings
         self.model_name = model
         self._ids = itertools.count()
-        # Read by the watchdog: requests running now, and streamed outputs so far
-        # (each one means the engine core made progress).
-        self._progress_lock = threading.Lock()
-        self._in_flight = 0
-        self._progress = 0
         # Prefix-cache and speculation counters, added up by a stat logger of ours.
         self._counters = CounterSink()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="structsum-engine-loop", daemon=True
-        )
-        self._thread.start()
+        super().__init__(thread_name="structsum-engine-loop")
         started = time.perf_counter()
         self._llm: Any = self._submit(self._create()).result()
         self._tokenizer: Any = self._llm.get_tokenizer()
@@ -87,20 +76,10 @@ class VllmEngine:
         """Prefix-cache and speculation totals since the engine started (tokens)."""
         return self._counters.read()
 
-    def _submit(self, coro: Any) -> Future[Any]:
-        if not self._thread.is_alive():
-            raise EngineUnavailable("the engine is closed")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop)
-
     # --- tokens -----------------------------------------------------------------
 
     def tokenize_chat(self, messages: list[dict[str, str]]) -> list[int]:
-        ids = self._tokenizer.apply_chat_template(
-            messages, tokenize=True, add_generation_prompt=True
-        )
-        if isinstance(ids, dict) or hasattr(ids, "keys"):
-            ids = ids["input_ids"]
-        return list(ids)
+        return chat_token_ids(self._tokenizer, messages)
 
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=False))
@@ -140,51 +119,16 @@ class VllmEngine:
             token_ids=list(completion.token_ids),
         )
 
-    async def _many(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
-        return list(await asyncio.gather(*(self._one(r) for r in requests)))
-
-    def generate(
-        self, requests: Sequence[GenerationRequest], *, deadline: float | None = None
-    ) -> list[GenerationOutput]:
-        """Run requests together; safe to call from many threads at once (they batch).
-
-        Past ``deadline`` (a ``time.monotonic()`` instant) the waiting stops and the
-        coroutine is cancelled; vLLM's ``AsyncLLM.generate`` aborts a request whose
-        coroutine is cancelled, so no token is generated for a job that gave up.
-        """
-        if not requests:
-            return []
-        timeout = None if deadline is None else deadline - time.monotonic()
-        if timeout is not None and timeout <= 0:
-            raise JobTimeout("the job's deadline passed before generation", {"late_s": -timeout})
-        with self._progress_lock:
-            self._in_flight += len(requests)
-        try:
-            future = self._submit(self._many(requests))
-            try:
-                with engine_errors():
-                    return list(future.result(timeout=timeout))
-            except FutureTimeout:
-                future.cancel()
-                raise JobTimeout(
-                    f"generation did not finish by the job's deadline ({len(requests)} "
-                    "request(s) cancelled)",
-                    {"requests": len(requests), "waited_s": round(timeout or 0.0, 1)},
-                ) from None
-        finally:
-            with self._progress_lock:
-                self._in_flight -= len(requests)
+    def _generation_errors(self) -> contextlib.AbstractContextManager[None]:
+        # vLLM aborts a request whose ``AsyncLLM.generate`` coroutine is cancelled, so
+        # no token is generated for a job that gave up.
+        return engine_errors()
 
     @property
     def errored(self) -> bool:
         """vLLM's own flag: the engine core process died or the engine shut down."""
         llm = self._llm
         return llm is None or bool(llm.errored)
-
-    def progress(self) -> tuple[int, int]:
-        """(requests in flight, outputs streamed so far): the watchdog's view of liveness."""
-        with self._progress_lock:
-            return self._in_flight, self._progress
 
     def reset_prefix_cache(self) -> None:
         """Forget every cached prompt prefix, so the next request pays its whole prefill.

@@ -408,19 +408,9 @@ def _merged(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
 # ignore them): validation checks them. Unlike DEFAULT_DROP_KEYWORDS, pattern, format
 # and minLength stay in the grammar: a schema someone brings usually has patterns
 # (ids, versions, dates) that a small model only satisfies when guided.
-GRAMMAR_UNSUPPORTED: tuple[str, ...] = (
-    "uniqueItems",
-    "contains",
-    "minContains",
-    "maxContains",
-    "multipleOf",
-    "propertyNames",
-    "dependentRequired",
-    "dependentSchemas",
-    "not",
-    "if",
-    "then",
-    "else",
+_KEPT_IN_GRAMMAR: tuple[str, ...] = ("pattern", "format", "minLength")
+GRAMMAR_UNSUPPORTED: tuple[str, ...] = tuple(
+    keyword for keyword in DEFAULT_DROP_KEYWORDS if keyword not in _KEPT_IN_GRAMMAR
 )
 # Caps of the CPU default policy: every array and free string bounded, so the bundled
 # 135M model must stop; a schema's own smaller maxItems/maxLength are kept. Sized so

@@ -29,15 +29,12 @@ the worker's circuit breaker stops it only after several failures in a row.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
@@ -47,12 +44,11 @@ from structsum.errors import (
     EngineError,
     EngineRejected,
     EngineTimeout,
-    EngineUnavailable,
     EngineUnreachable,
-    JobTimeout,
     StructsumError,
     TextTooLong,
 )
+from structsum.processors.engine_loop import LoopEngine, chat_token_ids
 from structsum.processors.generation import GenerationOutput, GenerationRequest
 from structsum.processors.guide import Guide
 
@@ -154,25 +150,23 @@ async def http_errors(url: str) -> AsyncIterator[None]:
         ) from exc
 
 
-class RemoteEngine:
+class RemoteEngine(LoopEngine):
     """An OpenAI-compatible vLLM server behind the blocking, thread-safe ``Engine`` API."""
 
     # The runtime reads it: no engine process of its own to watch or to kill.
     remote = True
+    # Past the deadline the coroutines are cancelled: their streams close, and the
+    # server aborts requests whose client went away, so no GPU time is spent on a
+    # job that gave up.
+    _cancelled_where = " on the server"
+    _closed_message = "the remote engine is closed"
 
     def __init__(self, settings: EngineSettings, *, cache_dir: Path | None = None) -> None:
         if not settings.url:
             raise EngineRejected("engine.kind=remote needs engine.url", {})
         self.settings = settings
         self.url = settings.url.rstrip("/")
-        self._in_flight = 0
-        self._progress = 0
-        self._progress_lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="structsum-remote-engine", daemon=True
-        )
-        self._thread.start()
+        super().__init__(thread_name="structsum-remote-engine")
         started = time.perf_counter()
         try:
             self._client: Any = self._call(self._open(), None)
@@ -214,12 +208,6 @@ class RemoteEngine:
                 max_keepalive_connections=settings.pool_connections,
             ),
         )
-
-    def _submit(self, coro: Any) -> Future[Any]:
-        if not self._thread.is_alive():
-            coro.close()
-            raise EngineUnavailable("the remote engine is closed")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     def _call(self, coro: Any, timeout: float | None) -> Any:
         return self._submit(coro).result(timeout=timeout)
@@ -282,12 +270,7 @@ class RemoteEngine:
     def tokenize_chat(self, messages: list[dict[str, str]]) -> list[int]:
         """The prompt ids the server would build (its chat template, generation prompt)."""
         if self._tokenizer is not None:
-            ids = self._tokenizer.apply_chat_template(
-                messages, tokenize=True, add_generation_prompt=True
-            )
-            if isinstance(ids, dict) or hasattr(ids, "keys"):
-                ids = ids["input_ids"]
-            return list(ids)
+            return chat_token_ids(self._tokenizer, messages)
         return self._call(self._tokenize_chat(messages), self.settings.read_timeout_s)
 
     async def _tokenize_chat(self, messages: list[dict[str, str]]) -> list[int]:
@@ -365,45 +348,6 @@ class RemoteEngine:
         if self._tokenizer is not None:
             return self.tokenize_chat(messages)
         return await self._tokenize_chat(messages)
-
-    async def _many(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
-        return list(await asyncio.gather(*(self._one(r) for r in requests)))
-
-    def generate(
-        self, requests: Sequence[GenerationRequest], *, deadline: float | None = None
-    ) -> list[GenerationOutput]:
-        """Run requests concurrently on the server; safe from many threads at once.
-
-        Past ``deadline`` the coroutines are cancelled: their streams close, and the
-        server aborts requests whose client went away, so no GPU time is spent on a
-        job that gave up.
-        """
-        if not requests:
-            return []
-        timeout = None if deadline is None else deadline - time.monotonic()
-        if timeout is not None and timeout <= 0:
-            raise JobTimeout("the job's deadline passed before generation", {"late_s": -timeout})
-        with self._progress_lock:
-            self._in_flight += len(requests)
-        try:
-            future = self._submit(self._many(requests))
-            try:
-                return list(future.result(timeout=timeout))
-            except FutureTimeout:
-                future.cancel()
-                raise JobTimeout(
-                    f"generation did not finish by the job's deadline ({len(requests)} "
-                    "request(s) cancelled on the server)",
-                    {"requests": len(requests), "waited_s": round(timeout or 0.0, 1)},
-                ) from None
-        finally:
-            with self._progress_lock:
-                self._in_flight -= len(requests)
-
-    def progress(self) -> tuple[int, int]:
-        """(requests in flight, streamed chunks so far), as the local engine reports them."""
-        with self._progress_lock:
-            return self._in_flight, self._progress
 
     def check_health(self, timeout_s: float = 10.0) -> None:
         """The server's /health: 200 while its engine serves (vLLM checks its engine core)."""

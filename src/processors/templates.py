@@ -116,9 +116,9 @@ class Template:
 
         What the verbatim check walks (processors/verbatim.py); validation still uses
         ``schema`` as written. A recursive schema keeps its ``$ref`` (values behind one
-        are not checked).
+        are not checked): then it is ``verbatim_marked`` itself, read-only like the rest.
         """
-        marked = mark(self.normalised, self.policy.verbatim)
+        marked = self.verbatim_marked  # inline_refs copies: the decodings' input stays as is
         try:
             return inline_refs(marked)[0]
         except SchemaInvalid:

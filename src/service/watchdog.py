@@ -31,8 +31,53 @@ Trip = Callable[[str], None]
 Clock = Callable[[], float]
 
 
-class EngineWatchdog:
+class _PollingWatchdog:
+    """Calls ``check()`` every ``interval_s`` on a daemon thread; the first reason it
+    returns is kept in ``tripped`` and handed to ``on_trip``, and polling ends."""
+
+    thread_name = "structsum-watchdog"
+    label = "watchdog"  # names it in the log line of a failing check
+
+    def __init__(self, *, interval_s: float, stall_s: float, on_trip: Trip, clock: Clock) -> None:
+        self._interval_s = interval_s
+        self._stall_s = stall_s
+        self._on_trip = on_trip
+        self._clock = clock
+        self._since = clock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self.tripped: str | None = None
+
+    def check(self) -> str | None:
+        """Why the worker should exit now, or None."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=self._interval_s + 1)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                reason = self.check()
+            except Exception:  # a failing probe must not kill the watchdog silently
+                log.exception("the %s's check failed", self.label)
+                continue
+            if reason:
+                self.tripped = reason
+                self._on_trip(reason)
+                return
+
+
+class EngineWatchdog(_PollingWatchdog):
     """Polls an engine's ``errored`` flag and ``progress()``; calls ``on_trip`` once."""
+
+    thread_name = "structsum-watchdog"
+    label = "engine watchdog"
 
     def __init__(
         self,
@@ -43,16 +88,9 @@ class EngineWatchdog:
         on_trip: Trip,
         clock: Clock = time.monotonic,
     ) -> None:
+        super().__init__(interval_s=interval_s, stall_s=stall_s, on_trip=on_trip, clock=clock)
         self._engine = engine
-        self._interval_s = interval_s
-        self._stall_s = stall_s
-        self._on_trip = on_trip
-        self._clock = clock
         self._last_progress: int | None = None
-        self._since = clock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="structsum-watchdog", daemon=True)
-        self.tripped: str | None = None
 
     def check(self) -> str | None:
         """One look at the engine: why it cannot serve, or None while it can."""
@@ -74,28 +112,8 @@ class EngineWatchdog:
             )
         return None
 
-    def start(self) -> None:
-        self._thread.start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=self._interval_s + 1)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            try:
-                reason = self.check()
-            except Exception:  # a failing probe must not kill the watchdog silently
-                log.exception("the engine watchdog's check failed")
-                continue
-            if reason:
-                self.tripped = reason
-                self._on_trip(reason)
-                return
-
-
-class ConsumptionWatchdog:
+class ConsumptionWatchdog(_PollingWatchdog):
     """Trips when jobs wait in the queue and this worker has taken none for ``stall_s``.
 
     A worker can survive a Redis restart connected and answering pings, yet never
@@ -107,6 +125,9 @@ class ConsumptionWatchdog:
     what /readyz reports, not a reason to exit.
     """
 
+    thread_name = "structsum-consumption"
+    label = "consumption watchdog"
+
     def __init__(
         self,
         *,
@@ -117,15 +138,9 @@ class ConsumptionWatchdog:
         on_trip: Trip,
         clock: Clock = time.monotonic,
     ) -> None:
+        super().__init__(interval_s=interval_s, stall_s=stall_s, on_trip=on_trip, clock=clock)
         self._queued = queued
         self._reserved = reserved
-        self._interval_s = interval_s
-        self._stall_s = stall_s
-        self._on_trip = on_trip
-        self._clock = clock
-        self._since = clock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="structsum-consumption", daemon=True)
         self.stalled_s = 0.0
 
     def check(self) -> str | None:
@@ -149,25 +164,6 @@ class ConsumptionWatchdog:
                 f"for {self.stalled_s:.0f} s"
             )
         return None
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=self._interval_s + 1)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            try:
-                reason = self.check()
-            except Exception:
-                log.exception("the consumption watchdog's check failed")
-                continue
-            if reason:
-                self._on_trip(reason)
-                return
 
 
 class CircuitBreaker:

@@ -22,26 +22,6 @@ EXAMPLE = (
 ).read_text()
 
 
-@pytest.fixture(scope="module")
-def tokenizer() -> Any:
-    """The bundled model's own tokenizer (what the engine counts with), if prepared."""
-    transformers = pytest.importorskip("transformers")
-    from structsum.errors import ModelPreparationError
-    from structsum.processors.model_store import (
-        bundled_gguf_path,
-        converted_model_dir,
-        is_prepared,
-    )
-
-    try:
-        folder = converted_model_dir(Settings().cache_dir, bundled_gguf_path())
-    except ModelPreparationError:
-        pytest.skip("bundled model package not installed")
-    if not is_prepared(folder):
-        pytest.skip("bundled model not converted yet (make model)")
-    return transformers.AutoTokenizer.from_pretrained(str(folder))
-
-
 def turns(count: int) -> list[Turn]:
     return [
         Turn(question=f"Question number {i}: who writes the notes?", answer=f"Bob, answer {i}.")
@@ -49,17 +29,17 @@ def turns(count: int) -> list[Turn]:
     ]
 
 
-def test_trim_keeps_the_most_recent_turns_first(tokenizer: Any) -> None:
+def test_trim_keeps_the_most_recent_turns_first(bundled_tokenizer: Any) -> None:
     def count(text: str) -> int:
-        return len(tokenizer.encode(text, add_special_tokens=False))
+        return len(bundled_tokenizer.encode(text, add_special_tokens=False))
 
     kept = trim_history(turns(10), max_turns=4, max_tokens=10_000, count=count)
     assert [t.answer for t in kept] == [f"Bob, answer {i}." for i in (7, 8, 9, 10)]
 
 
-def test_trim_then_drops_whole_turns_to_the_token_limit(tokenizer: Any) -> None:
+def test_trim_then_drops_whole_turns_to_the_token_limit(bundled_tokenizer: Any) -> None:
     def count(text: str) -> int:
-        return len(tokenizer.encode(text, add_special_tokens=False))
+        return len(bundled_tokenizer.encode(text, add_special_tokens=False))
 
     history = turns(10)
     sizes = [count(t.question) + count(t.answer) for t in history]

@@ -13,6 +13,7 @@ from structsum.config import Settings
 from structsum.errors import SchemaInvalid
 from structsum.processors.guide import Guide
 from structsum.processors.policy import SAFE_TO_DROP, SimplifyPolicy
+from structsum.processors.scaffold import hypothesis_jsonschema_compat
 from structsum.processors.simplify import (
     SimplifiedSchema,
     additional_properties_false,
@@ -29,35 +30,7 @@ from structsum.processors.templates import json_path, list_templates, load_templ
 
 TEMPLATES_DIR = Settings().templates_dir
 
-
-def _hypothesis_jsonschema_compat() -> None:
-    """Let hypothesis-jsonschema 0.23 run on Hypothesis versions without ``many.more()``.
-
-    hypothesis-jsonschema draws object keys with the private ``many(...).more()`` loop;
-    recent Hypothesis replaced it by ``with many(...) as e: for _ in e``. This adapter
-    drives the new iterator from ``more()``; it is a no-op on versions that have it.
-    """
-    from hypothesis.internal.conjecture import utils as conjecture_utils
-
-    many = conjecture_utils.many
-    if hasattr(many, "more"):
-        return
-
-    def more(self: Any) -> bool:
-        if self._depth is None:
-            self.__enter__()
-            self._compat_iterator = iter(self)
-        try:
-            next(self._compat_iterator)
-        except StopIteration:
-            self.__exit__(None, None, None)
-            return False
-        return True
-
-    many.more = more
-
-
-_hypothesis_jsonschema_compat()
+hypothesis_jsonschema_compat()
 SHIPPED = list_templates(TEMPLATES_DIR)
 
 

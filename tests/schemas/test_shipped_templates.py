@@ -128,25 +128,10 @@ def test_xgrammar_rejects_output_outside_the_decoding_schema(template: Template)
 
 
 @pytest.fixture(scope="module")
-def tokenizer_info() -> Any:
+def tokenizer_info(bundled_tokenizer: Any) -> Any:
     """xgrammar's view of the bundled model's vocabulary, if the model is prepared."""
     xgr = pytest.importorskip("xgrammar")
-    transformers = pytest.importorskip("transformers")
-    from structsum.errors import ModelPreparationError
-    from structsum.processors.model_store import (
-        bundled_gguf_path,
-        converted_model_dir,
-        is_prepared,
-    )
-
-    try:
-        folder = converted_model_dir(Settings().cache_dir, bundled_gguf_path())
-    except ModelPreparationError:
-        pytest.skip("bundled model package not installed")
-    if not is_prepared(folder):
-        pytest.skip("bundled model not converted yet (make model)")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
-    return xgr.TokenizerInfo.from_huggingface(tokenizer)
+    return xgr.TokenizerInfo.from_huggingface(bundled_tokenizer)
 
 
 def test_grammar_compiles_with_the_bundled_tokenizer_and_accepts_the_example(
