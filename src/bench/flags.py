@@ -59,7 +59,12 @@ def add_output_flags(parser: argparse.ArgumentParser, defaults: CheckoutDefaults
         "--result-filename", default=None, help="default: <benchmark>-<date>[-<label>].json"
     )
     group.add_argument(
-        "--metadata", nargs="*", default=[], metavar="KEY=VALUE", help="stored in the report"
+        "--metadata",
+        nargs="*",
+        action="extend",  # repeated flags add up (a wrapper's label and the caller's pairs)
+        default=[],
+        metavar="KEY=VALUE",
+        help="stored in the report; a later KEY wins",
     )
 
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
+from celery.utils.nodenames import host_format
 from prometheus_client.parser import text_string_to_metric_families
 
 from structsum.config import Settings
@@ -126,7 +127,8 @@ class WorkerProcess:
     def wait_ready(self, settings: Settings, timeout_s: float = WORKER_START_TIMEOUT_S) -> None:
         app = build_app(settings)
         deadline = time.monotonic() + timeout_s
-        nodes = [self.hostname] if self.hostname else None
+        # the node answers under its expanded name: "w0@%h" is "w0@<this host>" then
+        nodes = [host_format(self.hostname)] if self.hostname else None
         while not app.control.ping(destination=nodes, timeout=PING_TIMEOUT_S):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 code = self.process.poll()

@@ -36,6 +36,13 @@ def test_defaults_come_from_the_scripts_checkout() -> None:
     assert DEFAULTS.input_dirs == (Path("/repo/tests/data/inputs"), Path("/repo/scripts/samples"))
 
 
+def test_repeated_metadata_flags_add_up() -> None:
+    """A wrapper's --metadata label=... and the caller's own pairs both reach the report."""
+    args = parse_args(parser(), ["--metadata", "label=a", "--metadata", "box=cpu", "label=b"])
+    assert args.metadata == ["label=a", "box=cpu", "label=b"]
+    assert parse_args(parser(), []).metadata == []
+
+
 def test_a_malformed_metadata_pair_is_refused_before_the_run(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -55,3 +55,25 @@ def test_a_ready_worker_is_stopped_with_its_group(
         worker.wait_ready(SETTINGS, timeout_s=5.0)
         assert process.poll() is None
     assert process.returncode == -15  # SIGTERM: a warm shutdown
+
+
+def test_readiness_pings_the_node_name_the_worker_expands(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`--hostname w0@%h` answers as w0@<host>: a ping for the literal name never returns."""
+    import socket
+
+    asked: list[list[str] | None] = []
+
+    def ping(timeout: float, destination: list[str] | None = None) -> list[dict[str, str]]:
+        asked.append(destination)
+        return [{destination[0]: "pong"}] if destination else []
+
+    app = SimpleNamespace(control=SimpleNamespace(ping=ping))
+    monkeypatch.setattr(worker_module, "build_app", lambda settings: app)
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
+    )
+    with WorkerProcess(process, tmp_path / "worker.log", hostname="w0@%h") as worker:
+        worker.wait_ready(SETTINGS, timeout_s=5.0)
+    assert asked == [[f"w0@{socket.gethostname()}"]]

@@ -34,3 +34,8 @@ def tasks_script() -> ModuleType:
 @pytest.fixture(scope="session")
 def plot_script() -> ModuleType:
     return load_script("plot_benchmarks")
+
+
+@pytest.fixture(scope="session")
+def compare_script() -> ModuleType:
+    return load_script("compare_tasks")

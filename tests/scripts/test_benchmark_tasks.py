@@ -81,3 +81,44 @@ def test_report_and_exit_status(
     assert len(report["samples"]["summary"]["2"]) == 3
     assert report["settings"]["mode"] == "in-process"
     assert report["model"] == "fake"
+
+
+def test_queue_jobs_skip_the_result_cache(
+    tasks_script: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Texts repeat over levels and runs: a cached answer would be no engine work."""
+    import structsum.client as client_module
+    from structsum.models import EnhancementResult, Usage
+
+    seen: list[bool] = []
+
+    class Handle:
+        def result(self, timeout: float) -> EnhancementResult:
+            return EnhancementResult(
+                text="x", truncated=False, usage=Usage(), elapsed_s=0.1, model="m"
+            )
+
+    def enqueue(text: str, **kwargs: Any) -> Handle:
+        seen.append(kwargs["use_cache"])
+        return Handle()
+
+    monkeypatch.setattr(client_module, "enqueue_enhancement", enqueue)
+    for flags, expected in (([], False), (["--use-cache"], True)):
+        args = tasks_script.build_parser().parse_args(["--via-queue", *flags])
+        jobs, model, _ = tasks_script.queue_jobs(args)
+        assert jobs["enhancement"]("hello").error is None
+        assert seen[-1] is expected
+        assert model() == "m"
+
+
+def test_jobs_per_worker_are_read_from_the_worker_log(
+    tasks_script: ModuleType, tmp_path: Path
+) -> None:
+    log = tmp_path / "worker0.log"
+    log.write_text(
+        "[INFO] Task structsum.summarize[0f0e] received\n"
+        "[INFO] Task structsum.summarize[0f0e] succeeded in 3.2s: {'valid': True}\n"
+        "[INFO] Task structsum.enhance[1a1b] succeeded in 1.0s: {}\n"
+    )
+    assert tasks_script.succeeded_jobs(log) == 2
+    assert tasks_script.succeeded_jobs(tmp_path / "missing.log") == 0
