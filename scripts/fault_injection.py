@@ -29,6 +29,7 @@ import json
 import os
 import random
 import re
+import signal
 import tempfile
 import threading
 import time
@@ -279,8 +280,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--redis-jobs", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--visibility-s", type=int, default=60)
-    parser.add_argument("--deadline-s", type=float, default=45.0)
+    # 16 short notes at once take ~80 s each on the 2-core box: a deadline below that
+    # turns the run into JobTimeout retries (seen with 100 s). Killed workers' jobs come
+    # back after the visibility timeout, so it bounds each kill's recovery.
+    parser.add_argument("--visibility-s", type=int, default=300)
+    parser.add_argument("--deadline-s", type=float, default=240.0)
     parser.add_argument("--margin-s", type=float, default=10.0)
     parser.add_argument("--kill-jitter-s", type=float, default=5.0)
     parser.add_argument("--redis-down-s", type=float, default=2.0)
@@ -292,8 +296,14 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    """``timeout`` sends SIGTERM: leave through ``finally`` (workers and Redis stopped)."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     args = parse_args()
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     workdir = Path(tempfile.mkdtemp(prefix="structsum-fi-"))
     store = PrivateRedis(workdir / "redis", aof=True).start()
     queue = QueueSettings(
@@ -316,16 +326,44 @@ def main() -> None:
     audit = Audit(store.url, queue)
     rng = random.Random(args.seed)
     phases: list[Phase] = []
+    def save(rows: list[dict[str, Any]], partial: bool) -> Path:
+        report = base_report(
+            "fault_injection",
+            arguments=vars(args),
+            model=settings.engine.model,
+            metadata=parse_metadata(args.metadata),
+        )
+        report["results"] = rows
+        report["partial"] = partial
+        report["samples"] = {
+            "worker_starts_s": [round(s, 1) for s in fleet.starts],
+            "workdir": workdir,
+        }
+        report["notes"] = [
+            "recovery_s: per fault, seconds until the first job finished after it",
+            f"a killed worker's jobs come back after the visibility timeout "
+            f"({args.visibility_s} s) plus one redelivery sweep, or when the next worker "
+            "starts, whichever is later",
+        ]
+        return write_report(report, args.result_dir, filename)
+
+    filename = report_filename("fault_injection", args.label)  # one file, rewritten per phase
+    rows: list[dict[str, Any]] = []
+    path: Path | None = None
     try:
         fleet.start()
         phases.append(run_kills(args, fleet, audit, rng))
+        # A report after every phase: a run cut short still leaves what it measured.
+        rows = [audit.report(p, fleet) for p in phases]
+        path = save(rows, partial=True)
         first = args.jobs
         for aof in (True, False):
             if fleet.current.process.poll() is not None:
                 fleet.start()
             phases.append(run_redis_crash(args, fleet, audit, store, aof, first))
             first += args.redis_jobs
-        rows = [audit.report(p, fleet) for p in phases]
+            rows = [audit.report(p, fleet) for p in phases]
+            path = save(rows, partial=aof)
     finally:
         fleet.stop()
         store.stop()
@@ -343,20 +381,6 @@ def main() -> None:
             for r in rows
         ],
     )  # fmt: skip
-    report = base_report(
-        "fault_injection",
-        arguments=vars(args),
-        model=settings.engine.model,
-        metadata=parse_metadata(args.metadata),
-    )
-    report["results"] = rows
-    report["samples"] = {"worker_starts_s": [round(s, 1) for s in fleet.starts], "workdir": workdir}
-    report["notes"] = [
-        "recovery_s: per fault, seconds until the first job finished after it",
-        f"a killed worker's jobs come back after the visibility timeout ({args.visibility_s} s) "
-        "plus one redelivery sweep, or when the next worker starts, whichever is later",
-    ]
-    path = write_report(report, args.result_dir, report_filename("fault_injection", args.label))
     print(f"report: {path}")
 
 
