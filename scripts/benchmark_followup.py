@@ -154,8 +154,17 @@ def counters_now(engine: Any) -> Any:
 
 
 def run_conversation(
-    engine: Any, settings: Settings, document: str, *, name: str, turns: int, max_tokens: int
+    engine: Any,
+    settings: Settings,
+    document: str,
+    *,
+    name: str,
+    turns: int,
+    max_tokens: int,
+    empty_cache: bool = False,
 ) -> list[dict[str, Any]]:
+    """One conversation; ``empty_cache``: vLLM's prefix cache is emptied before each turn
+    (untimed), so every turn recomputes its whole prompt, as with prefix caching off."""
     from structsum.models import AskRequest
     from structsum.processors.ask import ask
 
@@ -164,6 +173,9 @@ def run_conversation(
     rows = []
     before = counters_now(engine)
     for i, question in enumerate(QUESTIONS[:turns]):
+        if empty_cache:
+            engine.reset_prefix_cache()
+            before = counters_now(engine)
         request = AskRequest(
             conversation_id=f"bench-{name}",
             question=question,
@@ -195,16 +207,25 @@ def run_conversation(
     return rows
 
 
-def run_turns(settings: Settings, document: str, args: argparse.Namespace) -> Callable[[Any], Arm]:
+def run_turns(
+    settings: Settings,
+    document: str,
+    args: argparse.Namespace,
+    *,
+    empty_cache: bool = False,
+    turns: int | None = None,
+) -> Callable[[Any], Arm]:
+    count = turns or args.turns
+
     def run(engine: Any) -> Arm:
-        turns: list[dict[str, Any]] = []
+        rows: list[dict[str, Any]] = []
         for name in args.answers:
             engine.reset_prefix_cache()  # each conversation starts cold, as a new one does
-            turns += run_conversation(
-                engine, settings, document, name=name, turns=args.turns,
-                max_tokens=args.max_tokens,
+            rows += run_conversation(
+                engine, settings, document, name=name, turns=count,
+                max_tokens=args.max_tokens, empty_cache=empty_cache,
             )  # fmt: skip
-        return {"turns": turns}
+        return {"turns": rows}
 
     return run
 
@@ -218,26 +239,51 @@ def turn_ratio(turns: list[dict[str, Any]], answers: str, last: int = 10) -> flo
 
 
 def bench_turns(args: argparse.Namespace, base: Settings) -> tuple[list[Arm], list[list[str]]]:
+    """Arm "on": prefix caching on, history trimmed by the settings. Arm "off": the history
+    unbounded and no prefix reuse: by default on the same engine with its prefix cache
+    emptied before every turn (one engine start less, the same recomputation), with
+    ``--off-engine`` on a second engine started with enable_prefix_caching=false."""
     document = (INPUTS / args.document).read_text()
     unbounded = ConversationSettings(max_history_turns=1_000, max_history_tokens=1_000_000)
-    arms = {
-        "on": base,  # prefix caching on (the default), history trimmed by the defaults
-        "off": engine_settings(base, enable_prefix_caching=False).model_copy(
-            update={"conversation": unbounded}
-        ),
-    }
-    results: list[Arm] = []
-    for name, settings in arms.items():
-        log.info("arm %s", name)
-        arm = with_engine(settings, run_turns(settings, document, args))
+    off = base.model_copy(update={"conversation": unbounded})
+
+    def describe(arm: Arm, name: str, settings: Settings, emptied: bool) -> Arm:
         arm.update(
             arm=name,
-            enable_prefix_caching=settings.engine.enable_prefix_caching,
+            enable_prefix_caching=settings.engine.enable_prefix_caching and not emptied,
+            prefix_cache_emptied_each_turn=emptied,
             conversation=settings.conversation.model_dump(),
         )
         if "turns" in arm:
             arm["turn10_over_turn2"] = {a: turn_ratio(arm["turns"], a) for a in args.answers}
-        results.append(arm)
+        return arm
+
+    results: list[Arm] = []
+    if args.off_engine:
+        off = engine_settings(off, enable_prefix_caching=False)
+        for name, settings in (("on", base), ("off", off)):
+            log.info("arm %s", name)
+            count = args.turns if name == "on" else min(args.turns, args.off_turns)
+            arm = with_engine(settings, run_turns(settings, document, args, turns=count))
+            results.append(describe(arm, name, settings, emptied=False))
+            args.save(results)
+    else:
+
+        def both(engine: Any) -> Arm:
+            for name, settings, emptied in (("on", base, False), ("off", off, True)):
+                log.info("arm %s", name)
+                before = counters_now(engine)
+                count = args.turns if name == "on" else min(args.turns, args.off_turns)
+                arm = run_turns(settings, document, args, empty_cache=emptied, turns=count)(engine)
+                arm["engine"] = counters_now(engine).delta(before).as_dict()
+                arm["model"] = engine.model_name
+                results.append(describe(arm, name, settings, emptied))
+                args.save(results)
+            return {}
+
+        shared = with_engine(base, both)
+        if "error" in shared:
+            results.append(shared)
     rows = []
     for arm in results:
         for turn in arm.get("turns", []):
@@ -327,6 +373,7 @@ def bench_speculation(
             arm = with_engine(settings, run_jobs(settings, texts, unguided_dir))
             arm.update(arm=name, ngram_draft_tokens=settings.engine.ngram_draft_tokens)
             results.append(arm)
+            args.save(results)
     rows = []
     for arm in results:
         if "error" in arm:
@@ -375,7 +422,9 @@ def facts_reached(data: Any) -> int:
     )
 
 
-def run_long(settings: Settings, sizes: list[int]) -> Callable[[Any], Arm]:
+def run_long(
+    settings: Settings, sizes: list[int], save: Callable[[list[Arm]], Any]
+) -> Callable[[Any], Arm]:
     from structsum.models import SummaryRequest
     from structsum.processors.chunking import split_text
     from structsum.processors.summary import _text_allowance, summarize
@@ -407,13 +456,14 @@ def run_long(settings: Settings, sizes: list[int]) -> Callable[[Any], Arm]:
                     }
                 )
                 log.info("%d tokens, %s: %s", tokens, mode, samples[-1])
+                save([{"samples": samples, "model": engine.model_name}])
         return {"samples": samples}
 
     return run
 
 
 def bench_long(args: argparse.Namespace, base: Settings) -> tuple[list[Arm], list[list[str]]]:
-    arm = with_engine(base, run_long(base, args.sizes))
+    arm = with_engine(base, run_long(base, args.sizes, args.save))
     rows = [
         [str(s["input_tokens"]), s["mode"], str(s["chunks"]), fmt(s["elapsed_s"], 1),
          "yes" if s["valid"] else "no", f"{s['tail_facts']}/{len(TAIL_FACTS)}"]
@@ -447,6 +497,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="one conversation per entry: exact = every answer max-tokens long (EOS "
         "ignored, so turns differ only by their prompt); natural = answers end on EOS",
     )  # fmt: skip
+    turns.add_argument(
+        "--off-turns", type=int, default=10, help="at most this many turns in arm off"
+    )
+    turns.add_argument(
+        "--off-engine", action="store_true",
+        help="arm off on its own engine with enable_prefix_caching=false (default: the same "
+        "engine, its prefix cache emptied before every turn)",
+    )  # fmt: skip
     spec = sub.add_parser("speculation", help="tok/s with n-gram speculation on/off")
     spec.add_argument("--jobs", type=int, default=3, help="inputs, each enhanced and summarized")
     spec.add_argument("--skip", type=int, default=8, help="skip this many shortest inputs")
@@ -470,12 +528,21 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     base = get_settings()
     bench, columns = BENCHES[args.bench]
+
+    def save(results: list[Arm], *, partial: bool = True) -> Path:
+        """The report so far: a run cut short (the engine lock's time) keeps its arms."""
+        model = next((a["model"] for a in results if "model" in a), None)
+        shown = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "save"})
+        report = start_report(f"followup-{args.bench}", shown, model=model, defaults=DEFAULTS)
+        report["settings"] = {"structsum": base.model_dump(mode="json")}
+        report["partial"] = partial
+        report["results"] = results
+        return finish_report(report, args)
+
+    args.save = save
     results, rows = bench(args, base)
+    path = save(results, partial=False)
     model = next((a["model"] for a in results if "model" in a), None)
-    report = start_report(f"followup-{args.bench}", args, model=model, defaults=DEFAULTS)
-    report["settings"] = {"structsum": base.model_dump(mode="json")}
-    report["results"] = results
-    path = finish_report(report, args)
     print_table(f"followup {args.bench}: {Path(model or '?').name}", columns, rows)
     print(f"report: {path}")
     return 1 if any("error" in a for a in results) and args.bench != "speculation" else 0
