@@ -125,7 +125,8 @@ class EngineSettings(BaseModel):
         description="n-gram (prompt-lookup) speculation: tokens drafted from the prompt per "
         "step; 0 = off. Pays where outputs copy the input (enhancement, names in "
         "summaries). vLLM applies it to every request of the engine, so it is a per-worker "
-        "choice; an explicit speculative_config wins",
+        "choice; an explicit speculative_config wins. The profile sets the default by "
+        "measurement (profiles.py)",
     )
     ngram_lookup_min: int = Field(default=2, ge=1, description="shortest n-gram matched")
     ngram_lookup_max: int = Field(default=4, ge=1, description="longest n-gram matched")
