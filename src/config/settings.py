@@ -248,12 +248,16 @@ class ConversationSettings(BaseModel):
         default=3_600, ge=1, description="a conversation idle this long is forgotten"
     )
     max_history_turns: int = Field(
-        default=8, ge=0, description="earlier question/answer pairs kept in the prompt"
+        default=8,
+        ge=0,
+        description="earlier question/answer pairs kept in the prompt; past it the history "
+        "is cut to the newest half at once (the prefix cache then serves the next turns)",
     )
     max_history_tokens: int = Field(
         default=1_024,
         ge=0,
-        description="the kept turns fit this many tokens (real tokenizer); oldest go first",
+        description="the kept turns fit this many tokens (real tokenizer); past it the "
+        "oldest go until half of it is left",
     )
     key_prefix: str = Field(default="structsum:conversation:", description="after queue.key_prefix")
 
