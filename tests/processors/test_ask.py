@@ -33,8 +33,12 @@ def test_trim_keeps_the_most_recent_turns_first(bundled_tokenizer: Any) -> None:
     def count(text: str) -> int:
         return len(bundled_tokenizer.encode(text, add_special_tokens=False))
 
+    assert trim_history(turns(8), max_turns=8, max_tokens=10_000, count=count) == turns(8)
+    # one over the limit: down to the newest half at once, not one turn less
+    kept = trim_history(turns(9), max_turns=8, max_tokens=10_000, count=count)
+    assert [t.answer for t in kept] == [f"Bob, answer {i}." for i in (6, 7, 8, 9)]
     kept = trim_history(turns(10), max_turns=4, max_tokens=10_000, count=count)
-    assert [t.answer for t in kept] == [f"Bob, answer {i}." for i in (7, 8, 9, 10)]
+    assert [t.answer for t in kept] == [f"Bob, answer {i}." for i in (9, 10)]
 
 
 def test_trim_then_drops_whole_turns_to_the_token_limit(bundled_tokenizer: Any) -> None:
@@ -44,18 +48,35 @@ def test_trim_then_drops_whole_turns_to_the_token_limit(bundled_tokenizer: Any) 
     history = turns(10)
     sizes = [count(t.question) + count(t.answer) for t in history]
     assert min(sizes) > 10  # real BPE tokens, not words
-    last_three = sum(sizes[-3:])
+    everything = sum(sizes)
+    assert trim_history(history, max_turns=10, max_tokens=everything, count=count) == history
+    # one token over: whole turns go, oldest first, until half the limit is left
+    kept = trim_history(history, max_turns=10, max_tokens=everything - 1, count=count)
+    assert sum(sizes[-len(kept) :]) <= (everything - 1) // 2 < sum(sizes[-len(kept) - 1 :])
+    assert kept == history[-len(kept) :]
 
-    assert trim_history(history, max_turns=8, max_tokens=last_three, count=count) == history[-3:]
-    # one token less and the third-newest turn no longer fits: whole turns go, never halves
-    assert trim_history(history, max_turns=8, max_tokens=last_three - 1, count=count) == (
-        history[-2:]
-    )
+
+def test_a_full_history_is_cut_once_then_grows_again() -> None:
+    """What keeps the prefix cache useful past the limit: prompts are byte-identical
+    extensions of the previous one except on the turn that trims."""
+    engine, store = FakeEngine(answers), MemoryStore()
+    config = settings(max_history_turns=4, max_history_tokens=10_000)
+    ask(question("Q1?", text=DOCUMENT), document=DOCUMENT, engine=engine, settings=config,
+        store=store)  # fmt: skip
+    kept = [
+        ask(question(f"Q{i}?"), document=None, engine=engine, settings=config, store=store)
+        for i in range(2, 11)
+    ]
+    assert [r.history_turns for r in kept] == [1, 2, 3, 4, 2, 3, 4, 2, 3]
+    prompts = [r.messages for r in engine.requests]
+    extends = [later[: len(earlier)] == earlier for earlier, later in itertools.pairwise(prompts)]
+    assert extends == [True, True, True, True, False, True, True, False, True]
 
 
 def test_trim_to_zero_turns() -> None:
     assert trim_history(turns(3), max_turns=0, max_tokens=1_000, count=len) == []
     assert trim_history(turns(3), max_turns=3, max_tokens=0, count=len) == []
+    assert trim_history(turns(3), max_turns=1, max_tokens=1_000, count=len) == turns(3)[-1:]
 
 
 def settings(**conversation: Any) -> Settings:
@@ -98,7 +119,8 @@ def test_history_is_trimmed_and_stored_with_the_ttl() -> None:
     ]
 
     assert [r.turn for r in results] == [2, 3, 4, 5]
-    assert [r.history_turns for r in results] == [1, 2, 2, 2]
+    # a limit of 2: kept 1, 2, then 3 stored turns are over it and the newest one stays
+    assert [r.history_turns for r in results] == [1, 2, 1, 2]
     last = engine.requests[-1].messages
     assert [m["content"] for m in last if m["role"] == "user"] == ["Q3?", "Q4?", "Q5?"]
     assert set(store.ttls) == {90}
