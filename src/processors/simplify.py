@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from structsum.errors import SchemaInvalid
+from structsum.processors.bounded_regex import FORMAT_PATTERNS, bound_repetition
 from structsum.processors.guide import Guide
 from structsum.processors.policy import SimplifyPolicy
 from structsum.processors.schema_refs import LocalRefs, has_refs
@@ -409,9 +410,11 @@ def bound_free_json(schema: Schema, max_items: int, max_length: int) -> tuple[Sc
             "object" in _types(node)
             and not set(node) & {"anyOf", "oneOf", "allOf", "$ref"}
             and not isinstance(node.get("properties"), dict)
-            and node.get("additionalProperties") is not False
         )
-        if not is_map:
+        # Keys matched by patternProperties are as free as any other map's.
+        if not is_map or (
+            node.get("additionalProperties") is False and not node.get("patternProperties")
+        ):
             return node, changes
         if node.get("additionalProperties", True) is True:
             node["additionalProperties"] = {"type": list(_FREE_VALUE_TYPES)}
@@ -441,6 +444,99 @@ def unbound_pattern_strings(schema: Schema) -> tuple[Schema, list[Change]]:
         for k in found:
             del node[k]
         return node, [Change("dropped", k, path, "(kept pattern/format)") for k in found]
+
+    return transform(schema, fn)
+
+
+def format_patterns(schema: Schema) -> tuple[Schema, list[Change]]:
+    """Decode a ``format`` string by a bounded regex of that format (a listed restriction).
+
+    xgrammar's grammars for ``uri``, ``email``, ``hostname``, ``date-time`` ... accept
+    strings of any length, and a small model may never close one (issue 16). Each
+    regex of ``bounded_regex.FORMAT_PATTERNS`` accepts a subset of its format; a
+    string that has a ``pattern`` as well keeps the pattern and the format goes
+    (loosening: the full schema still checks the format).
+    """
+
+    def fn(node: Schema, path: str) -> tuple[Schema, list[Change]]:
+        fmt = node.get("format")
+        if not isinstance(fmt, str) or fmt not in FORMAT_PATTERNS:
+            return node, []
+        del node["format"]
+        if "pattern" in node:
+            return node, [Change("dropped", "format", path, f"{fmt!r} (beside a pattern)")]
+        node["pattern"] = FORMAT_PATTERNS[fmt]
+        return node, [Change("replaced", "format", path, f"{fmt!r} by a bounded pattern", True)]
+
+    return transform(schema, fn)
+
+
+def bound_patterns(schema: Schema, max_length: int) -> tuple[Schema, list[Change]]:
+    """Bound the repetition in every ``pattern`` so its string ends (a listed restriction).
+
+    The unbounded quantifiers share ``max_length`` characters (or the string's own
+    smaller ``maxLength``): ``^\\d+(\\.\\d+)?x$`` decodes as
+    ``^\\d{1,30}(\\.\\d{1,30})?x$``. xgrammar cannot combine a pattern with a length
+    bound, so the bound goes into the regex. A string whose ``minLength`` is above
+    the budget keeps its pattern as it is.
+    """
+
+    def strings(node: Schema, path: str) -> tuple[Schema, list[Change]]:
+        pattern = node.get("pattern")
+        if not isinstance(pattern, str):
+            return node, []
+        own = node.get("maxLength")
+        budget = min(max_length, own) if isinstance(own, int) and own > 0 else max_length
+        if int(node.get("minLength", 0)) > budget:
+            return node, []
+        bounded = bound_repetition(pattern, budget)
+        if bounded == pattern:
+            return node, []
+        node["pattern"] = bounded
+        return node, [Change("bounded", "pattern", path, f"-> {bounded!r}", restrictive=True)]
+
+    def keys(node: Schema, path: str) -> tuple[Schema, list[Change]]:
+        # The keys of patternProperties are property-name patterns: bounded the same way.
+        named = node.get("patternProperties")
+        if not isinstance(named, dict):
+            return strings(node, path)
+        renamed = {bound_repetition(key, max_length): value for key, value in named.items()}
+        node, changes = strings(node, path)
+        if len(renamed) == len(named) and list(renamed) != list(named):
+            node["patternProperties"] = renamed
+            changes.append(Change("bounded", "patternProperties", path, str(list(renamed)), True))
+        return node, changes
+
+    return transform(schema, keys)
+
+
+_NUMBER_BOUNDS = (("minimum", "exclusiveMinimum", -1), ("maximum", "exclusiveMaximum", 1))
+
+
+def bound_numbers(schema: Schema, limit: int) -> tuple[Schema, list[Change]]:
+    """Give every number a ``minimum`` and ``maximum`` it lacks (a listed restriction).
+
+    xgrammar's grammar for an unbounded number accepts any count of digits (a small
+    model can write ``1111...`` until ``max_tokens``); with both bounds it writes a
+    range with a few decimals. A side the schema bounds keeps its own bound.
+    """
+
+    def fn(node: Schema, path: str) -> tuple[Schema, list[Change]]:
+        if not _types(node) & {"integer", "number"} or "enum" in node or "const" in node:
+            return node, []
+        changes: list[Change] = []
+        for keyword, exclusive, sign in _NUMBER_BOUNDS:
+            if keyword in node or exclusive in node:
+                continue
+            other = next(
+                (node[k] for k in ("maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum")
+                 if isinstance(node.get(k), (int, float)) and not isinstance(node[k], bool)),
+                0,
+            )  # fmt: skip
+            # Far enough beyond the other side's bound that the range is never empty.
+            node[keyword] = sign * limit + (other if sign * other > 0 else 0)
+            changes.append(Change("added", keyword, path, str(node[keyword]), restrictive=True))
+        return node, changes
 
     return transform(schema, fn)
 
@@ -595,6 +691,11 @@ def _steps(policy: SimplifyPolicy) -> Sequence[Step]:
         steps.append(lambda s: drop_formats_except(s, formats))
     if policy.grammar_compatible:
         steps.append(grammar_compatible)
+    if policy.format_patterns:
+        steps.append(format_patterns)
+    if policy.bound_patterns and policy.max_string_length is not None:
+        pattern_budget = policy.max_string_length
+        steps.append(lambda s: bound_patterns(s, pattern_budget))
     steps.append(unbound_pattern_strings)
     if policy.additional_properties_false:
         steps.append(additional_properties_false)
@@ -609,6 +710,9 @@ def _steps(policy: SimplifyPolicy) -> Sequence[Step]:
     if policy.max_string_length is not None:
         max_length, replace_length = policy.max_string_length, "maxLength" in replaced
         steps.append(lambda s: cap_strings(s, max_length, replace=replace_length))
+    if policy.max_number is not None:
+        number_limit = policy.max_number
+        steps.append(lambda s: bound_numbers(s, number_limit))
     if policy.strip_caps:
         steps.append(strip_caps)
     return steps
