@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from referencing import Registry
+
 from structsum.errors import SchemaInvalid
 from structsum.processors.bounded_regex import FORMAT_PATTERNS, bound_repetition
 from structsum.processors.guide import Guide
@@ -35,6 +37,8 @@ _LENGTH_BOUNDS = ("minLength", "maxLength")
 _ANNOTATIONS = frozenset(
     {"title", "description", "default", "examples", "$comment", "deprecated", "readOnly"}
 )
+# What identifies a schema document rather than constrains an instance.
+_DOCUMENT_KEYWORDS = frozenset({"$schema", "$id"})
 # The (ref, target) pairs being inlined, outermost first: meeting a target again is recursion.
 _RefStack = tuple[tuple[str, Any], ...]
 
@@ -142,16 +146,21 @@ def _is_object_with_properties(node: Schema) -> bool:
 
 
 def inline_refs(
-    schema: Schema, max_depth: int = 0, *, max_inlined: int | None = None
+    schema: Schema,
+    max_depth: int = 0,
+    *,
+    max_inlined: int | None = None,
+    registry: Registry[Any] | None = None,
 ) -> tuple[Schema, list[Change]]:
     """Replace every local ``$ref`` by its target and remove the then unused ``$defs``.
 
     Some backends handle ``$ref`` poorly and every later step must see the real
     subschema to cap it. Only JSON-pointer references into the same document are
     inlined (resolved by ``referencing``, relative to ``$id``); a remote reference
-    raises ``SchemaInvalid``. A recursive reference (a tree, a comment thread) is
-    expanded ``max_depth`` times and then replaced by ``false``: the decoder cannot
-    nest deeper, the full schema still validates every level. With ``max_depth``
+    raises ``SchemaInvalid`` unless ``registry`` (a local schema registry's 2020-12
+    copies, schema_registry.py) holds its document. A recursive reference (a tree, a
+    comment thread) is expanded ``max_depth`` times and then replaced by ``false``:
+    the decoder cannot nest deeper, the full schema still validates every level. With ``max_depth``
     0 recursion raises ``SchemaInvalid``. Inlining can multiply a schema (a
     definition used twice in a definition used twice...): past ``max_inlined``
     inlined references it stops with ``SchemaInvalid`` instead of running for minutes.
@@ -189,7 +198,10 @@ def inline_refs(
                 {"ref": ref, "max_inlined_refs": max_inlined},
             )
         target = expand(found, location, inner_refs, (*stack, (ref, found)))
-        rest = {k: v for k, v in node.items() if k != "$ref"}
+        if isinstance(target, dict) and ref.split("#", 1)[0]:
+            # A registry document's root: its refs are resolved, its identity stays there.
+            target = {k: v for k, v in target.items() if k not in _DOCUMENT_KEYWORDS}
+        rest = {k: v for k, v in node.items() if k not in ("$ref", "$schema")}
         siblings = expand(rest, location, refs, stack)
         changes.append(Change("inlined", "$ref", location, repr(ref)))
         if max_inlined is not None and len(changes) > max_inlined:
@@ -203,7 +215,7 @@ def inline_refs(
             return {**siblings, "allOf": [*siblings.get("allOf", []), target]}
         return {**target, **siblings}
 
-    out = expand(body, "$", LocalRefs.of(schema), ())
+    out = expand(body, "$", LocalRefs.of(schema, registry), ())
     if any(c.action == "depth-limited" for c in changes):
         pruned = _prune_false(out, "$")
         out = pruned if isinstance(pruned, dict) else out
@@ -244,7 +256,7 @@ def _prune_false(node: Any, path: str) -> Any:
 
 
 def inline_refs_bounded(
-    schema: Schema, max_depth: int, *, max_inlined: int
+    schema: Schema, max_depth: int, *, max_inlined: int, registry: Registry[Any] | None = None
 ) -> tuple[Schema, list[Change]]:
     """:func:`inline_refs`, recursing less deep where ``max_depth`` passes the budget.
 
@@ -253,7 +265,7 @@ def inline_refs_bounded(
     """
     for depth in range(max_depth, 0, -1):
         try:
-            out, changes = inline_refs(schema, depth, max_inlined=max_inlined)
+            out, changes = inline_refs(schema, depth, max_inlined=max_inlined, registry=registry)
         except SchemaInvalid as exc:
             if "max_inlined_refs" in exc.details and depth > 1:
                 continue
@@ -261,7 +273,7 @@ def inline_refs_bounded(
         if depth < max_depth:
             changes.append(Change("lowered", "max_ref_depth", "$", f"{max_depth} -> {depth}", True))
         return out, changes
-    return inline_refs(schema, 0, max_inlined=max_inlined)
+    return inline_refs(schema, 0, max_inlined=max_inlined, registry=registry)
 
 
 def drop_keywords(schema: Schema, keywords: Iterable[str]) -> tuple[Schema, list[Change]]:
@@ -668,7 +680,7 @@ def strip_caps(schema: Schema) -> tuple[Schema, list[Change]]:
 # --- the pipeline -----------------------------------------------------------------------
 
 
-def _steps(policy: SimplifyPolicy) -> Sequence[Step]:
+def _steps(policy: SimplifyPolicy, registry: Registry[Any] | None = None) -> Sequence[Step]:
     steps: list[Step] = []
     # A cap the policy both drops and sets is *replaced* by the cap step rather than
     # dropped and added again, so that a second run changes nothing (idempotence).
@@ -683,7 +695,9 @@ def _steps(policy: SimplifyPolicy) -> Sequence[Step]:
     drops = [k for k in policy.drop_keywords if k not in replaced]
     if policy.inline_refs:
         depth, budget = policy.max_ref_depth, policy.max_inlined_refs
-        steps.append(lambda s: inline_refs_bounded(s, depth, max_inlined=budget))
+        steps.append(
+            lambda s: inline_refs_bounded(s, depth, max_inlined=budget, registry=registry)
+        )
     if drops:
         steps.append(lambda s: drop_keywords(s, drops))
     if policy.grammar_formats is not None:
@@ -728,15 +742,21 @@ def build_regex(schema: Schema) -> str:
         raise SchemaInvalid(f"outlines cannot build a regex from the schema: {exc}", {}) from exc
 
 
-def simplify_schema(schema: Schema, policy: SimplifyPolicy) -> SimplifiedSchema:
-    """Run the policy's steps over a copy of ``schema``; the input is never modified."""
+def simplify_schema(
+    schema: Schema, policy: SimplifyPolicy, registry: Registry[Any] | None = None
+) -> SimplifiedSchema:
+    """Run the policy's steps over a copy of ``schema``; the input is never modified.
+
+    ``registry``: a local schema registry's 2020-12 copies, which remote ``$ref`` to
+    its files are inlined from (schema_registry.py); None refuses remote ``$ref``.
+    """
     if policy.mode == "none":
         return SimplifiedSchema("none", None, None, ["unguided: decoding is not constrained"])
     if policy.mode == "json_object":
         return SimplifiedSchema("json_object", None, None, ["decoding only requires a JSON object"])
     current: Schema = copy.deepcopy(schema)
     changes: list[Change] = []
-    for step in _steps(policy):
+    for step in _steps(policy, registry):
         current, made = step(current)
         changes.extend(made)
     # Last: the verbatim marks are noted, then stripped, so no backend ever reads them.
