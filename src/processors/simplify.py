@@ -309,9 +309,14 @@ def drop_formats_except(schema: Schema, kept: frozenset[str]) -> tuple[Schema, l
 _MERGED = ("properties", "required")
 
 
-def _mergeable(node: Schema, branch: Schema) -> bool:
-    """Whether ``branch`` can be merged into ``node``: only properties/required overlap."""
-    return not (set(node) & set(branch)) - set(_MERGED)
+# Combinators a variant may have beside its base's: the base is passed on into theirs.
+_NESTED = ("anyOf", "oneOf")
+
+
+def _mergeable(node: Schema, branch: Schema, also: tuple[str, ...] = ()) -> bool:
+    """Whether ``branch`` can be merged into ``node``: only properties/required (and
+    the keywords in ``also``) overlap."""
+    return not (set(node) & set(branch)) - {*_MERGED, *also}
 
 
 def _merge_into(node: Schema, branch: Schema) -> None:
@@ -362,10 +367,11 @@ def grammar_compatible(schema: Schema) -> tuple[Schema, list[Change]]:
             if (
                 isinstance(variants, list)
                 and isinstance(node.get("properties"), dict)
-                and all(isinstance(v, dict) and _mergeable(v, node) for v in variants)
+                and all(isinstance(v, dict) and _mergeable(v, node, _NESTED) for v in variants)
             ):
                 # xgrammar follows the variant and forgets the base's own properties and
                 # required: give each variant the base's (base AND variant, as written).
+                # A variant with variants of its own passes them on when it is visited.
                 base = {k: node.pop(k) for k in ("properties", "required") if k in node}
                 merged = []
                 for variant in variants:
