@@ -14,8 +14,8 @@ from structsum.config import Settings
 from structsum.config.settings import EngineSettings, TemplateSettings
 from structsum.errors import SchemaInvalid
 from structsum.models import SummaryRequest
-from structsum.processors.schema_registry import REGISTRY_SETTING, load_registry
 from structsum.processors.scaffold import write_template as scaffold_template
+from structsum.processors.schema_registry import REGISTRY_SETTING, load_registry
 from structsum.processors.schema_walk import walk
 from structsum.processors.summary import summarize
 from structsum.processors.templates import load_template
