@@ -97,6 +97,8 @@ from structsum.processors.templates import list_templates, load_template
 
 DEFAULTS = checkout_defaults(Path(__file__).resolve().parents[1])
 GOAL_VALID_SHARE = 0.99
+# How much of each raw answer the corpus report keeps.
+RAW_CHARS = 3000
 # How an unguided attempt is counted among the decoding schemas that ran.
 UNGUIDED = "unguided"
 
@@ -131,6 +133,9 @@ class Sample:
     grounding: float | None = None
     verbatim_fields: int = 0
     verbatim_copied: int = 0
+    # Corpus mode: each attempt's raw answer (its first RAW_CHARS characters), to see why
+    # an answer failed.
+    raw_outputs: list[str] = field(default_factory=list)
 
 
 def _sample(template_id: str, variant: str, name: str, result: SummaryResult) -> Sample:
@@ -609,8 +614,9 @@ def run_corpus(
 
     def one(item: tuple[CorpusEntry, tuple[str, str]]) -> Sample:
         entry, (name, text) = item
+        recording = RecordingEngine(engine)
         samples, _ = run_arm(
-            engine=engine,
+            engine=recording,
             settings=settings,
             template_id=entry.template_id,
             variant="default",
@@ -618,11 +624,28 @@ def run_corpus(
             concurrency=1,
         )
         entry.sample = samples[0]
+        entry.sample.raw_outputs = recording.raw
         record(entry)
         return samples[0]
 
     _, wall = run_concurrently(one, work, concurrency)
     return wall
+
+
+class RecordingEngine:
+    """The engine, keeping the first RAW_CHARS of each answer's text in ``raw``."""
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+        self.raw: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def generate(self, requests: Any, **kwargs: Any) -> Any:
+        outputs = self._engine.generate(requests, **kwargs)
+        self.raw.extend(output.text[:RAW_CHARS] for output in outputs)
+        return outputs
 
 
 def _entry_row(entry: CorpusEntry) -> dict[str, Any]:

@@ -275,6 +275,7 @@ def add_command(
     """Create a template from a schema (prompt, example, policy), then check it."""
     dirs = _templates_dirs("add")
     from structsum.processors.scaffold import write_template
+    from structsum.processors.schema_registry import load_registry
     from structsum.processors.templates import check_template_id
 
     settings = get_settings()
@@ -288,6 +289,8 @@ def add_command(
             )
         check_template_id(template_id)
         schema_doc = _read_schema_json(schema)
+        registry_dir = settings.templates.schema_registry_dir
+        registry = load_registry(registry_dir) if registry_dir is not None else None
         prompt_text = _read_text(prompt) if prompt is not None else None
         written = write_template(
             target_root / template_id,
@@ -295,6 +298,7 @@ def add_command(
             prompt=prompt_text,
             kind=settings.templates.default_policy,
             format_checking=settings.templates.format_checking,
+            registry=registry,
         )
     for path in written:
         out.print(f"wrote {path}")

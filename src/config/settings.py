@@ -429,6 +429,12 @@ class TemplateSettings(BaseModel):
         description="a decoding schema above this size after $ref inlining is refused "
         "(inlining can multiply a schema); set [simplify] inline_refs = false for it",
     )
+    schema_registry_dir: Path | None = Field(
+        default=None,
+        description="a folder of local schema files, each registered under its $id: a remote "
+        "$ref to one of them resolves to the file (validation and decoding); every other "
+        "remote $ref is refused. None: every remote $ref is refused. Nothing is fetched",
+    )
 
 
 class Settings(BaseSettings):

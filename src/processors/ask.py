@@ -201,7 +201,9 @@ def ask(
     data: dict[str, object] | None = None
     errors: list[str] = []
     if template is not None:
-        judgement = judge(output, template.schema, guided=guide is not None)
+        judgement = judge(
+            output, template.schema, guided=guide is not None, registry=template.registry
+        )
         data, errors = judgement.data, judgement.errors
     kept = [*turns, Turn(question=request.question, answer=answer)]
     asked = conversation.asked + 1

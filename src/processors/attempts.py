@@ -20,6 +20,7 @@ from structsum.processors.budget import output_budget
 from structsum.processors.engine import Engine, GenerationOutput, GenerationRequest, Guide
 from structsum.processors.prompts import RETRY_FEEDBACK
 from structsum.processors.repair import drop_duplicate_items
+from structsum.processors.schema_registry import SchemaRegistry
 from structsum.processors.templates import Template, validate_instance
 from structsum.processors.verbatim import request_guide, verbatim_errors
 
@@ -61,6 +62,7 @@ def judge(
     guided: bool,
     repair_unique_items: bool = False,
     format_checking: bool = True,
+    registry: SchemaRegistry | None = None,
 ) -> Judgement:
     """Parse and validate one answer against the FULL schema; truncation is never valid.
 
@@ -81,7 +83,7 @@ def judge(
     repairs: list[str] = []
     if repair_unique_items:
         data, repairs = drop_duplicate_items(data, schema)
-    errors = validate_instance(schema, data, format_checking=format_checking)
+    errors = validate_instance(schema, data, format_checking=format_checking, registry=registry)
     if output.truncated:
         errors = [f"output was cut at max_tokens ({output.completion_tokens} tokens)", *errors]
     return Judgement(data, errors, repairs)
@@ -198,6 +200,7 @@ def run_attempts(
             guided=guide is not None,
             repair_unique_items=retry.repair_unique_items,
             format_checking=template.format_checking,
+            registry=template.registry,
         )
         if source is not None:
             judgement = check_verbatim(judgement, template, source)

@@ -112,7 +112,7 @@ def _normalise_node(node: Schema, location: str, draft: Draft) -> list[Change]:
     changes: list[Change] = []
     ref = node.get("$ref")
     if isinstance(ref, str) and ref.startswith("#/"):
-        rewritten = _rewrite_pointer(ref)
+        rewritten = rewrite_pointer(ref)
         if rewritten != ref:
             node["$ref"] = rewritten
             changes.append(Change("rewrote", "$ref", location, f"{ref!r} -> {rewritten!r}"))
@@ -189,7 +189,7 @@ _MAP_KEYWORDS = frozenset({*SCHEMA_MAPS, "dependencies"})
 _LIST_KEYWORDS = frozenset(SCHEMA_LISTS)
 
 
-def _rewrite_pointer(ref: str) -> str:
+def rewrite_pointer(ref: str) -> str:
     """``#/definitions/a/properties/definitions`` -> ``#/$defs/a/properties/definitions``.
 
     Only ``definitions`` in a keyword position is renamed: a property *named*

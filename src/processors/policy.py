@@ -179,6 +179,22 @@ class SimplifyPolicy(_Strict):
         description="with max_items and max_string_length: bound maps (maxProperties, "
         "property name length) and decode values the schema leaves free as capped scalars",
     )
+    format_patterns: bool = Field(
+        default=False,
+        description="decode `format` strings (uri, email, date-time, ...) by bounded regexes "
+        "of the format (processors/bounded_regex.py): xgrammar's own accept any length",
+    )
+    bound_patterns: bool = Field(
+        default=False,
+        description="with max_string_length: bound the unbounded repetition of every "
+        "`pattern` (`+`, `*`, `{n,}`) so the repeated parts share max_string_length characters",
+    )
+    max_number: int | None = Field(
+        default=None,
+        ge=1,
+        description="give numbers without a minimum/maximum the bound -max_number/max_number "
+        "in the grammar (an unbounded number lets a model write digits forever)",
+    )
     strip_caps: bool = Field(
         default=False,
         description="remove maxItems/maxLength from the decoding schema (fast on GPUs; the "
@@ -417,13 +433,16 @@ GRAMMAR_UNSUPPORTED: tuple[str, ...] = tuple(
 # that a 40-property schema still fits the default output budget (768 tokens).
 CPU_DEFAULT_MAX_ITEMS = 3
 CPU_DEFAULT_MAX_STRING_LENGTH = 60
+# Numbers without bounds decode within +-10^12 (13 digits, a few decimals).
+CPU_DEFAULT_MAX_NUMBER = 10**12
 
 
 def default_policy(kind: Literal["cpu", "gpu"]) -> Policy:
     """The policy of a template that ships no ``policy.toml`` (``settings.templates``).
 
     ``cpu``: caps in the grammar, the only thing that makes a small model on a CPU
-    stop (DESIGN.md section 5). ``gpu``: no caps in the grammar, the fast path there;
+    stop (DESIGN.md section 5): arrays, free strings, pattern and format strings
+    (bounded regexes) and numbers. ``gpu``: no caps in the grammar, the fast path there;
     the full schema still validates every result on both.
     """
     drops, formats = list(GRAMMAR_UNSUPPORTED), list(GRAMMAR_FORMATS)
@@ -442,6 +461,9 @@ def default_policy(kind: Literal["cpu", "gpu"]) -> Policy:
             grammar_formats=formats,
             grammar_compatible=True,
             bound_free_json=True,
+            format_patterns=True,
+            bound_patterns=True,
+            max_number=CPU_DEFAULT_MAX_NUMBER,
             max_items=CPU_DEFAULT_MAX_ITEMS,
             max_string_length=CPU_DEFAULT_MAX_STRING_LENGTH,
         )

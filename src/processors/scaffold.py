@@ -21,6 +21,7 @@ from typing import Any, Literal
 from structsum.errors import ExampleInvalid, MissingExtra, SchemaInvalid
 from structsum.processors.drafts import declared_draft, normalise
 from structsum.processors.policy import Policy, default_policy
+from structsum.processors.schema_registry import SchemaRegistry
 from structsum.processors.schema_walk import Schema
 from structsum.processors.simplify import inline_refs
 
@@ -56,8 +57,12 @@ class _NoExample(Exception):
 # --- the example ------------------------------------------------------------------------
 
 
-def example_instance(schema: Schema, *, format_checking: bool = True) -> dict[str, Any]:
+def example_instance(
+    schema: Schema, *, format_checking: bool = True, registry: SchemaRegistry | None = None
+) -> dict[str, Any]:
     """A readable instance of ``schema`` that its own draft's validator accepts.
+
+    ``registry``: the local schema registry remote ``$ref`` resolve from.
 
     Raises ``ExampleInvalid`` when neither the hand-built example nor
     hypothesis-jsonschema finds one (write example.json by hand then).
@@ -66,8 +71,9 @@ def example_instance(schema: Schema, *, format_checking: bool = True) -> dict[st
 
     draft = declared_draft(schema)
     normalised, _ = normalise(schema, draft)
+    refs = registry.decoding if registry is not None else None
     try:
-        flat, _ = inline_refs(normalised, EXAMPLE_REF_DEPTH)
+        flat, _ = inline_refs(normalised, EXAMPLE_REF_DEPTH, registry=refs)
     except SchemaInvalid:  # anchors, deep recursion: hypothesis resolves refs itself
         flat = normalised
     # Every property first (the model copies the example's shape), then only the
@@ -78,11 +84,11 @@ def example_instance(schema: Schema, *, format_checking: bool = True) -> dict[st
         except _NoExample:
             continue
         if isinstance(built, dict) and not validate_instance(
-            schema, built, format_checking=format_checking
+            schema, built, format_checking=format_checking, registry=registry
         ):
             return built
-    found = _in_order(_hypothesis_example(normalised), flat)
-    errors = validate_instance(schema, found, format_checking=format_checking)
+    found = _in_order(_hypothesis_example(flat if registry is not None else normalised), flat)
+    errors = validate_instance(schema, found, format_checking=format_checking, registry=registry)
     if not isinstance(found, dict) or errors:
         raise ExampleInvalid(
             "no valid example instance found for the schema: " + "; ".join(errors[:3]),
@@ -343,11 +349,12 @@ The text:
 MAX_PROMPT_FIELDS = 40
 
 
-def default_prompt(schema: Schema) -> str:
+def default_prompt(schema: Schema, registry: SchemaRegistry | None = None) -> str:
     """A prompt that names the object and describes its top-level fields from the schema."""
     normalised, _ = normalise(schema, declared_draft(schema))
+    refs = registry.decoding if registry is not None else None
     try:
-        flat, _ = inline_refs(normalised, EXAMPLE_REF_DEPTH)
+        flat, _ = inline_refs(normalised, EXAMPLE_REF_DEPTH, registry=refs)
     except SchemaInvalid:  # the field list is best effort; refs stay unnamed
         flat = normalised
     lines = [PROMPT_HEAD]
@@ -403,19 +410,21 @@ def write_template(
     prompt: str | None,
     kind: Literal["cpu", "gpu"],
     format_checking: bool = True,
+    registry: SchemaRegistry | None = None,
 ) -> list[Path]:
     """Create ``directory`` with the four template files; refuses an existing one.
 
-    The schema is checked as the loader checks it before anything is written.
+    The schema is checked as the loader checks it before anything is written;
+    ``registry``: the local schema registry remote ``$ref`` resolve from.
     """
     from structsum.processors.templates import check_schema_document
 
-    check_schema_document(schema, "schema")
-    example = example_instance(schema, format_checking=format_checking)
+    check_schema_document(schema, "schema", registry=registry)
+    example = example_instance(schema, format_checking=format_checking, registry=registry)
     directory.mkdir(parents=True, exist_ok=False)
     files = {
         "schema.json": json.dumps(schema, indent=2, ensure_ascii=False) + "\n",
-        "prompt.jinja": prompt if prompt is not None else default_prompt(schema),
+        "prompt.jinja": prompt if prompt is not None else default_prompt(schema, registry),
         "example.json": json.dumps(example, indent=2, ensure_ascii=False) + "\n",
         "policy.toml": policy_toml(kind),
     }

@@ -4,7 +4,8 @@ A worker reads templates and validates model output; neither may open a
 connection because a schema says so. The registries here have no retrieval
 function: a reference that leaves the document fails to resolve instead of
 being downloaded, and the loader refuses such references up front with a message
-that names them.
+that names them. The one exception is an allow-listed local registry
+(schema_registry.py): a remote reference to one of its files resolves to it.
 """
 
 from __future__ import annotations
@@ -55,18 +56,28 @@ class LocalRefs:
 
     _resolver: Any  # referencing's Resolver; its class is not public API
 
+    # Whether a remote reference may resolve (to a local registry's 2020-12 copies).
+    _remote: bool = False
+
     @classmethod
-    def of(cls, schema: Schema) -> LocalRefs:
+    def of(cls, schema: Schema, registry: Registry[Any] | None = None) -> LocalRefs:
+        """The refs of ``schema``; ``registry`` (a local registry's ``decoding`` copies)
+        lets remote references to its files resolve, every other one is refused."""
         resource = DRAFT202012.create_resource(schema)
         uri = resource.id() or ""
-        return cls(offline_registry().with_resource(uri, resource).resolver(base_uri=uri))
+        base = registry if registry is not None else offline_registry()
+        resolver = base.with_resource(uri, resource).resolver(base_uri=uri)
+        return cls(resolver, registry is not None)
 
     def lookup(self, ref: str, location: str) -> tuple[Any, LocalRefs]:
         """The target of ``ref`` (``#`` or ``#/...``), and the refs to resolve inside it.
 
-        Anchors are refused as well as remote references: only pointers can be inlined.
+        Anchors are refused as well as remote references (unless a local registry
+        holds their document): only pointers can be inlined.
         """
         if not ref.startswith("#"):
+            if self._remote:
+                return self._lookup_remote(ref, location)
             raise SchemaInvalid(f"remote $ref {ref!r} at {location} is not allowed", {"ref": ref})
         if ref != "#" and not ref.startswith("#/"):
             raise SchemaInvalid(
@@ -80,4 +91,28 @@ class LocalRefs:
             raise SchemaInvalid(
                 f"$ref {ref!r} at {location} points at nothing", {"ref": ref}
             ) from exc
-        return resolved.contents, LocalRefs(resolved.resolver)
+        return resolved.contents, LocalRefs(resolved.resolver, self._remote)
+
+    def _lookup_remote(self, ref: str, location: str) -> tuple[Any, LocalRefs]:
+        """A reference into a registry file. Its copy is in 2020-12 terms: a pointer
+        written for the file as is (``#/definitions/a``) is tried renamed (``#/$defs/a``)."""
+        from structsum.processors.drafts import rewrite_pointer
+
+        document, _, fragment = ref.partition("#")
+        if fragment and not fragment.startswith("/"):
+            raise SchemaInvalid(
+                f"$ref {ref!r} at {location} names an anchor; only JSON-pointer refs "
+                "('...#/...') can be inlined",
+                {"ref": ref},
+            )
+        renamed = f"{document}{rewrite_pointer('#' + fragment)}" if fragment else ref
+        for candidate in dict.fromkeys((ref, renamed)):
+            try:
+                resolved = self._resolver.lookup(candidate)
+            except Unresolvable:
+                continue
+            return resolved.contents, LocalRefs(resolved.resolver, self._remote)
+        raise SchemaInvalid(
+            f"remote $ref {ref!r} at {location} points at nothing in the local schema registry",
+            {"ref": ref},
+        )

@@ -20,7 +20,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from referencing import Registry
+
 from structsum.errors import SchemaInvalid
+from structsum.processors.bounded_regex import FORMAT_PATTERNS, bound_repetition
 from structsum.processors.guide import Guide
 from structsum.processors.policy import SimplifyPolicy
 from structsum.processors.schema_refs import LocalRefs, has_refs
@@ -34,6 +37,8 @@ _LENGTH_BOUNDS = ("minLength", "maxLength")
 _ANNOTATIONS = frozenset(
     {"title", "description", "default", "examples", "$comment", "deprecated", "readOnly"}
 )
+# What identifies a schema document rather than constrains an instance.
+_DOCUMENT_KEYWORDS = frozenset({"$schema", "$id"})
 # The (ref, target) pairs being inlined, outermost first: meeting a target again is recursion.
 _RefStack = tuple[tuple[str, Any], ...]
 
@@ -141,16 +146,21 @@ def _is_object_with_properties(node: Schema) -> bool:
 
 
 def inline_refs(
-    schema: Schema, max_depth: int = 0, *, max_inlined: int | None = None
+    schema: Schema,
+    max_depth: int = 0,
+    *,
+    max_inlined: int | None = None,
+    registry: Registry[Any] | None = None,
 ) -> tuple[Schema, list[Change]]:
     """Replace every local ``$ref`` by its target and remove the then unused ``$defs``.
 
     Some backends handle ``$ref`` poorly and every later step must see the real
     subschema to cap it. Only JSON-pointer references into the same document are
     inlined (resolved by ``referencing``, relative to ``$id``); a remote reference
-    raises ``SchemaInvalid``. A recursive reference (a tree, a comment thread) is
-    expanded ``max_depth`` times and then replaced by ``false``: the decoder cannot
-    nest deeper, the full schema still validates every level. With ``max_depth``
+    raises ``SchemaInvalid`` unless ``registry`` (a local schema registry's 2020-12
+    copies, schema_registry.py) holds its document. A recursive reference (a tree, a
+    comment thread) is expanded ``max_depth`` times and then replaced by ``false``:
+    the decoder cannot nest deeper, the full schema still validates every level. With ``max_depth``
     0 recursion raises ``SchemaInvalid``. Inlining can multiply a schema (a
     definition used twice in a definition used twice...): past ``max_inlined``
     inlined references it stops with ``SchemaInvalid`` instead of running for minutes.
@@ -188,7 +198,10 @@ def inline_refs(
                 {"ref": ref, "max_inlined_refs": max_inlined},
             )
         target = expand(found, location, inner_refs, (*stack, (ref, found)))
-        rest = {k: v for k, v in node.items() if k != "$ref"}
+        if isinstance(target, dict) and ref.split("#", 1)[0]:
+            # A registry document's root: its refs are resolved, its identity stays there.
+            target = {k: v for k, v in target.items() if k not in _DOCUMENT_KEYWORDS}
+        rest = {k: v for k, v in node.items() if k not in ("$ref", "$schema")}
         siblings = expand(rest, location, refs, stack)
         changes.append(Change("inlined", "$ref", location, repr(ref)))
         if max_inlined is not None and len(changes) > max_inlined:
@@ -202,7 +215,7 @@ def inline_refs(
             return {**siblings, "allOf": [*siblings.get("allOf", []), target]}
         return {**target, **siblings}
 
-    out = expand(body, "$", LocalRefs.of(schema), ())
+    out = expand(body, "$", LocalRefs.of(schema, registry), ())
     if any(c.action == "depth-limited" for c in changes):
         pruned = _prune_false(out, "$")
         out = pruned if isinstance(pruned, dict) else out
@@ -243,7 +256,7 @@ def _prune_false(node: Any, path: str) -> Any:
 
 
 def inline_refs_bounded(
-    schema: Schema, max_depth: int, *, max_inlined: int
+    schema: Schema, max_depth: int, *, max_inlined: int, registry: Registry[Any] | None = None
 ) -> tuple[Schema, list[Change]]:
     """:func:`inline_refs`, recursing less deep where ``max_depth`` passes the budget.
 
@@ -252,7 +265,7 @@ def inline_refs_bounded(
     """
     for depth in range(max_depth, 0, -1):
         try:
-            out, changes = inline_refs(schema, depth, max_inlined=max_inlined)
+            out, changes = inline_refs(schema, depth, max_inlined=max_inlined, registry=registry)
         except SchemaInvalid as exc:
             if "max_inlined_refs" in exc.details and depth > 1:
                 continue
@@ -260,7 +273,7 @@ def inline_refs_bounded(
         if depth < max_depth:
             changes.append(Change("lowered", "max_ref_depth", "$", f"{max_depth} -> {depth}", True))
         return out, changes
-    return inline_refs(schema, 0, max_inlined=max_inlined)
+    return inline_refs(schema, 0, max_inlined=max_inlined, registry=registry)
 
 
 def drop_keywords(schema: Schema, keywords: Iterable[str]) -> tuple[Schema, list[Change]]:
@@ -296,9 +309,14 @@ def drop_formats_except(schema: Schema, kept: frozenset[str]) -> tuple[Schema, l
 _MERGED = ("properties", "required")
 
 
-def _mergeable(node: Schema, branch: Schema) -> bool:
-    """Whether ``branch`` can be merged into ``node``: only properties/required overlap."""
-    return not (set(node) & set(branch)) - set(_MERGED)
+# Combinators a variant may have beside its base's: the base is passed on into theirs.
+_NESTED = ("anyOf", "oneOf")
+
+
+def _mergeable(node: Schema, branch: Schema, also: tuple[str, ...] = ()) -> bool:
+    """Whether ``branch`` can be merged into ``node``: only properties/required (and
+    the keywords in ``also``) overlap."""
+    return not (set(node) & set(branch)) - {*_MERGED, *also}
 
 
 def _merge_into(node: Schema, branch: Schema) -> None:
@@ -349,10 +367,11 @@ def grammar_compatible(schema: Schema) -> tuple[Schema, list[Change]]:
             if (
                 isinstance(variants, list)
                 and isinstance(node.get("properties"), dict)
-                and all(isinstance(v, dict) and _mergeable(v, node) for v in variants)
+                and all(isinstance(v, dict) and _mergeable(v, node, _NESTED) for v in variants)
             ):
                 # xgrammar follows the variant and forgets the base's own properties and
                 # required: give each variant the base's (base AND variant, as written).
+                # A variant with variants of its own passes them on when it is visited.
                 base = {k: node.pop(k) for k in ("properties", "required") if k in node}
                 merged = []
                 for variant in variants:
@@ -409,9 +428,11 @@ def bound_free_json(schema: Schema, max_items: int, max_length: int) -> tuple[Sc
             "object" in _types(node)
             and not set(node) & {"anyOf", "oneOf", "allOf", "$ref"}
             and not isinstance(node.get("properties"), dict)
-            and node.get("additionalProperties") is not False
         )
-        if not is_map:
+        # Keys matched by patternProperties are as free as any other map's.
+        if not is_map or (
+            node.get("additionalProperties") is False and not node.get("patternProperties")
+        ):
             return node, changes
         if node.get("additionalProperties", True) is True:
             node["additionalProperties"] = {"type": list(_FREE_VALUE_TYPES)}
@@ -441,6 +462,99 @@ def unbound_pattern_strings(schema: Schema) -> tuple[Schema, list[Change]]:
         for k in found:
             del node[k]
         return node, [Change("dropped", k, path, "(kept pattern/format)") for k in found]
+
+    return transform(schema, fn)
+
+
+def format_patterns(schema: Schema) -> tuple[Schema, list[Change]]:
+    """Decode a ``format`` string by a bounded regex of that format (a listed restriction).
+
+    xgrammar's grammars for ``uri``, ``email``, ``hostname``, ``date-time`` ... accept
+    strings of any length, and a small model may never close one (issue 16). Each
+    regex of ``bounded_regex.FORMAT_PATTERNS`` accepts a subset of its format; a
+    string that has a ``pattern`` as well keeps the pattern and the format goes
+    (loosening: the full schema still checks the format).
+    """
+
+    def fn(node: Schema, path: str) -> tuple[Schema, list[Change]]:
+        fmt = node.get("format")
+        if not isinstance(fmt, str) or fmt not in FORMAT_PATTERNS:
+            return node, []
+        del node["format"]
+        if "pattern" in node:
+            return node, [Change("dropped", "format", path, f"{fmt!r} (beside a pattern)")]
+        node["pattern"] = FORMAT_PATTERNS[fmt]
+        return node, [Change("replaced", "format", path, f"{fmt!r} by a bounded pattern", True)]
+
+    return transform(schema, fn)
+
+
+def bound_patterns(schema: Schema, max_length: int) -> tuple[Schema, list[Change]]:
+    """Bound the repetition in every ``pattern`` so its string ends (a listed restriction).
+
+    The unbounded quantifiers share ``max_length`` characters (or the string's own
+    smaller ``maxLength``): ``^\\d+(\\.\\d+)?x$`` decodes as
+    ``^\\d{1,30}(\\.\\d{1,30})?x$``. xgrammar cannot combine a pattern with a length
+    bound, so the bound goes into the regex. A string whose ``minLength`` is above
+    the budget keeps its pattern as it is.
+    """
+
+    def strings(node: Schema, path: str) -> tuple[Schema, list[Change]]:
+        pattern = node.get("pattern")
+        if not isinstance(pattern, str):
+            return node, []
+        own = node.get("maxLength")
+        budget = min(max_length, own) if isinstance(own, int) and own > 0 else max_length
+        if int(node.get("minLength", 0)) > budget:
+            return node, []
+        bounded = bound_repetition(pattern, budget)
+        if bounded == pattern:
+            return node, []
+        node["pattern"] = bounded
+        return node, [Change("bounded", "pattern", path, f"-> {bounded!r}", restrictive=True)]
+
+    def keys(node: Schema, path: str) -> tuple[Schema, list[Change]]:
+        # The keys of patternProperties are property-name patterns: bounded the same way.
+        named = node.get("patternProperties")
+        if not isinstance(named, dict):
+            return strings(node, path)
+        renamed = {bound_repetition(key, max_length): value for key, value in named.items()}
+        node, changes = strings(node, path)
+        if len(renamed) == len(named) and list(renamed) != list(named):
+            node["patternProperties"] = renamed
+            changes.append(Change("bounded", "patternProperties", path, str(list(renamed)), True))
+        return node, changes
+
+    return transform(schema, keys)
+
+
+_NUMBER_BOUNDS = (("minimum", "exclusiveMinimum", -1), ("maximum", "exclusiveMaximum", 1))
+
+
+def bound_numbers(schema: Schema, limit: int) -> tuple[Schema, list[Change]]:
+    """Give every number a ``minimum`` and ``maximum`` it lacks (a listed restriction).
+
+    xgrammar's grammar for an unbounded number accepts any count of digits (a small
+    model can write ``1111...`` until ``max_tokens``); with both bounds it writes a
+    range with a few decimals. A side the schema bounds keeps its own bound.
+    """
+
+    def fn(node: Schema, path: str) -> tuple[Schema, list[Change]]:
+        if not _types(node) & {"integer", "number"} or "enum" in node or "const" in node:
+            return node, []
+        changes: list[Change] = []
+        for keyword, exclusive, sign in _NUMBER_BOUNDS:
+            if keyword in node or exclusive in node:
+                continue
+            other = next(
+                (node[k] for k in ("maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum")
+                 if isinstance(node.get(k), (int, float)) and not isinstance(node[k], bool)),
+                0,
+            )  # fmt: skip
+            # Far enough beyond the other side's bound that the range is never empty.
+            node[keyword] = sign * limit + (other if sign * other > 0 else 0)
+            changes.append(Change("added", keyword, path, str(node[keyword]), restrictive=True))
+        return node, changes
 
     return transform(schema, fn)
 
@@ -572,7 +686,7 @@ def strip_caps(schema: Schema) -> tuple[Schema, list[Change]]:
 # --- the pipeline -----------------------------------------------------------------------
 
 
-def _steps(policy: SimplifyPolicy) -> Sequence[Step]:
+def _steps(policy: SimplifyPolicy, registry: Registry[Any] | None = None) -> Sequence[Step]:
     steps: list[Step] = []
     # A cap the policy both drops and sets is *replaced* by the cap step rather than
     # dropped and added again, so that a second run changes nothing (idempotence).
@@ -587,7 +701,9 @@ def _steps(policy: SimplifyPolicy) -> Sequence[Step]:
     drops = [k for k in policy.drop_keywords if k not in replaced]
     if policy.inline_refs:
         depth, budget = policy.max_ref_depth, policy.max_inlined_refs
-        steps.append(lambda s: inline_refs_bounded(s, depth, max_inlined=budget))
+        steps.append(
+            lambda s: inline_refs_bounded(s, depth, max_inlined=budget, registry=registry)
+        )
     if drops:
         steps.append(lambda s: drop_keywords(s, drops))
     if policy.grammar_formats is not None:
@@ -595,6 +711,11 @@ def _steps(policy: SimplifyPolicy) -> Sequence[Step]:
         steps.append(lambda s: drop_formats_except(s, formats))
     if policy.grammar_compatible:
         steps.append(grammar_compatible)
+    if policy.format_patterns:
+        steps.append(format_patterns)
+    if policy.bound_patterns and policy.max_string_length is not None:
+        pattern_budget = policy.max_string_length
+        steps.append(lambda s: bound_patterns(s, pattern_budget))
     steps.append(unbound_pattern_strings)
     if policy.additional_properties_false:
         steps.append(additional_properties_false)
@@ -609,6 +730,9 @@ def _steps(policy: SimplifyPolicy) -> Sequence[Step]:
     if policy.max_string_length is not None:
         max_length, replace_length = policy.max_string_length, "maxLength" in replaced
         steps.append(lambda s: cap_strings(s, max_length, replace=replace_length))
+    if policy.max_number is not None:
+        number_limit = policy.max_number
+        steps.append(lambda s: bound_numbers(s, number_limit))
     if policy.strip_caps:
         steps.append(strip_caps)
     return steps
@@ -624,15 +748,21 @@ def build_regex(schema: Schema) -> str:
         raise SchemaInvalid(f"outlines cannot build a regex from the schema: {exc}", {}) from exc
 
 
-def simplify_schema(schema: Schema, policy: SimplifyPolicy) -> SimplifiedSchema:
-    """Run the policy's steps over a copy of ``schema``; the input is never modified."""
+def simplify_schema(
+    schema: Schema, policy: SimplifyPolicy, registry: Registry[Any] | None = None
+) -> SimplifiedSchema:
+    """Run the policy's steps over a copy of ``schema``; the input is never modified.
+
+    ``registry``: a local schema registry's 2020-12 copies, which remote ``$ref`` to
+    its files are inlined from (schema_registry.py); None refuses remote ``$ref``.
+    """
     if policy.mode == "none":
         return SimplifiedSchema("none", None, None, ["unguided: decoding is not constrained"])
     if policy.mode == "json_object":
         return SimplifiedSchema("json_object", None, None, ["decoding only requires a JSON object"])
     current: Schema = copy.deepcopy(schema)
     changes: list[Change] = []
-    for step in _steps(policy):
+    for step in _steps(policy, registry):
         current, made = step(current)
         changes.extend(made)
     # Last: the verbatim marks are noted, then stripped, so no backend ever reads them.

@@ -50,7 +50,12 @@ from structsum.processors.drafts import Draft, check_schema, declared_draft, nor
 from structsum.processors.policy import DEFAULT_DECODING, Policy, default_policy, describe_error
 from structsum.processors.regex_safety import DEFAULT_MAX_PATTERN_CHARS, check_pattern
 from structsum.processors.rendering import compile_prompt, render_sample, request_variables
-from structsum.processors.schema_refs import offline_registry, remote_refs
+from structsum.processors.schema_refs import offline_registry
+from structsum.processors.schema_registry import (
+    SchemaRegistry,
+    load_registry,
+    refused_remote_ref,
+)
 from structsum.processors.schema_walk import json_path, walk
 from structsum.processors.simplify import SimplifiedSchema, inline_refs, simplify_schema
 from structsum.processors.verbatim import check_marks, is_marked, mark
@@ -95,6 +100,8 @@ class Template:
     # True when policy.toml is absent and ``policy`` is the profile's default.
     default_policy: bool = False
     format_checking: bool = True
+    # The allow-listed local registry remote $ref resolve from (settings.templates).
+    registry: SchemaRegistry | None = None
 
     # This template under each hardware profile's policy overrides (see for_profile).
     _profiled: dict[str, Template] = field(default_factory=dict, repr=False, compare=False)
@@ -102,7 +109,12 @@ class Template:
     @cached_property
     def decoding(self) -> SimplifiedSchema:
         """The ``default`` decoding schema: what ``[simplify]`` guides the decoder with."""
-        return simplify_schema(self.verbatim_marked, self.policy.simplify)
+        return simplify_schema(self.verbatim_marked, self.policy.simplify, self._decoding_refs)
+
+    @property
+    def _decoding_refs(self) -> Any:
+        """The 2020-12 copies of the registry's schemas, which remote $ref inline from."""
+        return self.registry.decoding if self.registry is not None else None
 
     @cached_property
     def verbatim_marked(self) -> dict[str, Any]:
@@ -120,7 +132,7 @@ class Template:
         """
         marked = self.verbatim_marked  # inline_refs copies: the decodings' input stays as is
         try:
-            return inline_refs(marked)[0]
+            return inline_refs(marked, registry=self._decoding_refs)[0]
         except SchemaInvalid:
             return marked
 
@@ -153,7 +165,9 @@ class Template:
         simplify = self.policy.simplify
         built = {DEFAULT_DECODING: self.decoding}
         for name in simplify.variants:
-            built[name] = simplify_schema(self.verbatim_marked, simplify.variant(name))
+            built[name] = simplify_schema(
+                self.verbatim_marked, simplify.variant(name), self._decoding_refs
+            )
         return built
 
     def decoding_for(self, attempt: int) -> tuple[str, SimplifiedSchema]:
@@ -163,7 +177,9 @@ class Template:
 
     def validate(self, instance: object) -> list[str]:
         """Errors of ``instance`` under the full schema, by its declared draft."""
-        return validate_instance(self.schema, instance, format_checking=self.format_checking)
+        return validate_instance(
+            self.schema, instance, format_checking=self.format_checking, registry=self.registry
+        )
 
     @property
     def prompt_path(self) -> Path:
@@ -202,13 +218,15 @@ def schema_sha256(schema: dict[str, Any]) -> str:
 
 
 @lru_cache(maxsize=128)
-def _validator(canonical: str, format_checking: bool) -> Validator:
+def _validator(
+    canonical: str, format_checking: bool, registry: SchemaRegistry | None = None
+) -> Validator:
     schema = json.loads(canonical)
     cls = declared_draft(schema).validator_class
     return cls(
         schema,
         format_checker=cls.FORMAT_CHECKER if format_checking else None,
-        registry=offline_registry(),
+        registry=registry.validation if registry is not None else offline_registry(),
     )
 
 
@@ -220,14 +238,20 @@ def _shorten(message: str) -> str:
 
 
 def validate_instance(
-    schema: dict[str, Any], instance: object, *, format_checking: bool = True
+    schema: dict[str, Any],
+    instance: object,
+    *,
+    format_checking: bool = True,
+    registry: SchemaRegistry | None = None,
 ) -> list[str]:
     """Errors of ``instance`` under ``schema``, by the draft its ``$schema`` declares.
 
     Returns readable ``"$.path: message"`` strings, sorted by path; ``[]`` when valid.
-    ``format_checking`` off treats ``format`` as an annotation (settings.templates).
+    ``format_checking`` off treats ``format`` as an annotation (settings.templates);
+    ``registry``: the local schema registry remote ``$ref`` resolve from.
     """
-    errors = _validator(canonical_json(schema), format_checking).iter_errors(instance)
+    validator = _validator(canonical_json(schema), format_checking, registry)
+    errors = validator.iter_errors(instance)
     rendered = {f"{json_path(e.absolute_path)}: {_shorten(e.message)}" for e in errors}
     return sorted(rendered)
 
@@ -240,7 +264,7 @@ def list_templates(templates_dir: TemplateDirs) -> list[str]:
     return template_ids(templates_dir)
 
 
-_cache: dict[tuple[Path, str, str], tuple[tuple[float | None, ...], Template]] = {}
+_cache: dict[tuple[Path, str, str, int], tuple[tuple[float | None, ...], Template]] = {}
 _cache_lock = threading.Lock()
 
 
@@ -286,7 +310,8 @@ def load_template(
     """
     options = options or TemplateSettings()
     directory = template_dir(templates_dir, template_id)
-    key = (directory.resolve(), template_id, options.model_dump_json())
+    registry = _registry(options, template_id)
+    key = (directory.resolve(), template_id, options.model_dump_json(), id(registry))
     stamps = _mtimes(directory)
     with _cache_lock:
         hit = _cache.get(key)
@@ -296,13 +321,30 @@ def load_template(
         if schema_sha256(hit[1].schema) == hit[1].schema_sha256:
             return hit[1]
         log.warning("template %s was modified in memory; reloading it", template_id)
-    template = _load(directory, template_id, options)
+    template = _load(directory, template_id, options, registry)
     with _cache_lock:
         _cache[key] = (stamps, template)
     return template
 
 
-def _load(directory: Path, template_id: str, options: TemplateSettings) -> Template:
+def _registry(options: TemplateSettings, template_id: str) -> SchemaRegistry | None:
+    """The local schema registry of the settings (None: remote $ref are refused)."""
+    if options.schema_registry_dir is None:
+        return None
+    try:
+        return load_registry(options.schema_registry_dir)
+    except SchemaInvalid as exc:
+        raise SchemaInvalid(
+            f"template {template_id!r}: {exc.message}", {"template_id": template_id, **exc.details}
+        ) from exc
+
+
+def _load(
+    directory: Path,
+    template_id: str,
+    options: TemplateSettings,
+    registry: SchemaRegistry | None = None,
+) -> Template:
     def where(name: str) -> str:
         return f"template {template_id!r}: {directory / name}"
 
@@ -312,7 +354,9 @@ def _load(directory: Path, template_id: str, options: TemplateSettings) -> Templ
                 f"{where(name)}: missing file", {"template_id": template_id, "file": name}
             )
 
-    schema = _load_schema(directory / SCHEMA_FILE, where(SCHEMA_FILE), template_id, options)
+    schema = _load_schema(
+        directory / SCHEMA_FILE, where(SCHEMA_FILE), template_id, options, registry
+    )
     draft = declared_draft(schema)
     normalised, normalisation = normalise(schema, draft)
     has_policy = (directory / POLICY_FILE).is_file()
@@ -322,7 +366,7 @@ def _load(directory: Path, template_id: str, options: TemplateSettings) -> Templ
         else default_policy(options.default_policy)
     )
     example = _load_example(
-        directory / EXAMPLE_FILE, where(EXAMPLE_FILE), template_id, schema, options
+        directory / EXAMPLE_FILE, where(EXAMPLE_FILE), template_id, schema, options, registry
     )
     prompt_source = _read(directory / PROMPT_FILE, where(PROMPT_FILE), template_id)
     compile_prompt(prompt_source, where(PROMPT_FILE), template_id)
@@ -340,6 +384,7 @@ def _load(directory: Path, template_id: str, options: TemplateSettings) -> Templ
         normalisation=tuple(str(c) for c in normalisation),
         default_policy=not has_policy,
         format_checking=options.format_checking,
+        registry=registry,
     )
     source = "policy.toml" if has_policy else f"the {options.default_policy} default policy"
     for profiled in (template, *(template.for_profile(p) for p in policy.profiles)):
@@ -392,7 +437,11 @@ def _read(path: Path, where: str, template_id: str) -> str:
 
 
 def _load_schema(
-    path: Path, where: str, template_id: str, options: TemplateSettings
+    path: Path,
+    where: str,
+    template_id: str,
+    options: TemplateSettings,
+    registry: SchemaRegistry | None = None,
 ) -> dict[str, Any]:
     details = {"template_id": template_id, "file": path.name}
     try:
@@ -412,30 +461,31 @@ def _load_schema(
         raise SchemaInvalid(f"{where}: not valid JSON: {exc}", details) from exc
     if not isinstance(schema, dict):
         raise SchemaInvalid(f"{where}: the schema must be a JSON object", details)
-    check_schema_document(schema, where, details)
+    check_schema_document(schema, where, details, registry=registry)
     return schema
 
 
 def check_schema_document(
-    schema: dict[str, Any], where: str = "schema", details: dict[str, Any] | None = None
+    schema: dict[str, Any],
+    where: str = "schema",
+    details: dict[str, Any] | None = None,
+    *,
+    registry: SchemaRegistry | None = None,
 ) -> None:
     """Refuse, with a typed error naming ``where``, a schema no template may use.
 
     The schema must be valid under the draft it declares, reference nothing
-    outside itself, and have only bounded patterns.
+    outside itself (but the files of the local ``registry``), and have only
+    bounded patterns.
     """
     details = details or {}
     try:
         check_schema(schema, declared_draft(schema))
     except SchemaInvalid as exc:
         raise SchemaInvalid(f"{where}: {exc.message}", {**details, **exc.details}) from exc
-    remote = next(remote_refs(schema), None)
-    if remote is not None:
-        location, ref = remote
-        raise SchemaInvalid(
-            f"{where}: remote $ref {ref!r} at {location} is not allowed (only '#...')",
-            {**details, "ref": ref},
-        )
+    refused = refused_remote_ref(schema, where, registry)
+    if refused is not None:
+        raise SchemaInvalid(refused.message, {**details, **refused.details}, hint=refused.hint)
     for location, pattern in _patterns(schema):
         try:
             check_pattern(pattern, max_chars=MAX_PATTERN_CHARS)
@@ -469,7 +519,12 @@ def _load_policy(path: Path, where: str, template_id: str) -> Policy:
 
 
 def _load_example(
-    path: Path, where: str, template_id: str, schema: dict[str, Any], options: TemplateSettings
+    path: Path,
+    where: str,
+    template_id: str,
+    schema: dict[str, Any],
+    options: TemplateSettings,
+    registry: SchemaRegistry | None = None,
 ) -> dict[str, Any]:
     details: dict[str, Any] = {"template_id": template_id, "file": path.name}
     try:
@@ -478,7 +533,9 @@ def _load_example(
         raise ExampleInvalid(f"{where}: not valid JSON: {exc}", details) from exc
     if not isinstance(example, dict):
         raise ExampleInvalid(f"{where}: the example must be a JSON object", details)
-    errors = validate_instance(schema, example, format_checking=options.format_checking)
+    errors = validate_instance(
+        schema, example, format_checking=options.format_checking, registry=registry
+    )
     if errors:
         raise ExampleInvalid(
             f"{where}: does not validate against schema.json: " + "; ".join(errors),

@@ -503,6 +503,39 @@ def test_grammar_compatible_removes_what_vllm_refuses_for_xgrammar() -> None:
     assert grammar_compatible(out)[1] == []  # idempotent
 
 
+def test_base_properties_reach_variants_nested_in_variants() -> None:
+    """testenvironments (corpus, issue 16): ``required: [name]`` beside a oneOf whose first
+    variant is itself a oneOf; xgrammar follows the innermost variant, which must carry it."""
+    from structsum.processors.simplify import grammar_compatible
+
+    schema = {
+        "type": "object",
+        "required": ["name"],
+        "properties": {"name": {"type": "string"}},
+        "oneOf": [
+            {
+                "properties": {"type": {"const": "docker"}},
+                "oneOf": [
+                    {"required": ["image"], "properties": {"image": {"type": "string"}}},
+                    {"required": ["file"], "properties": {"file": {"type": "string"}}},
+                ],
+            },
+            {"required": ["uri"], "properties": {"uri": {"type": "string"}}},
+        ],
+    }
+    out, _ = grammar_compatible(schema)
+    docker_image = out["oneOf"][0]["oneOf"][0]
+    assert docker_image["required"] == ["image", "name"]
+    assert set(docker_image["properties"]) == {"image", "type", "name"}
+    assert out["oneOf"][1]["required"] == ["uri", "name"]
+    assert "properties" not in out and "properties" not in out["oneOf"][0]
+    assert grammar_compatible(out)[1] == []  # idempotent
+    for instance in ({"name": "a", "image": "x"}, {"name": "a", "uri": "u"}):
+        assert Draft202012Validator(out).is_valid(instance) == Draft202012Validator(
+            schema
+        ).is_valid(instance)
+
+
 def test_a_grammar_the_backend_refuses_is_a_typed_template_error() -> None:
     """vLLM raises a ValueError when xgrammar cannot compile a schema; it must not escape
     untyped (it did for the draft-04 metaschema in the corpus benchmark)."""

@@ -232,9 +232,9 @@ def test_decoding_schemas_are_built_once_per_loaded_template(
     calls: list[object] = []
     real = templates.simplify_schema
 
-    def counting(schema: Any, policy: Any) -> Any:
+    def counting(schema: Any, policy: Any, registry: Any = None) -> Any:
         calls.append(policy)
-        return real(schema, policy)
+        return real(schema, policy, registry)
 
     monkeypatch.setattr(templates, "simplify_schema", counting)
     settings = make_settings(tmp_path)

@@ -14,6 +14,7 @@ from structsum.errors import (
     TemplateInvalid,
     TemplateNotFound,
 )
+from structsum.processors.bounded_regex import FORMAT_PATTERNS
 from structsum.processors.policy import (
     CPU_DEFAULT_MAX_ITEMS,
     CPU_DEFAULT_MAX_STRING_LENGTH,
@@ -83,7 +84,10 @@ def test_the_default_policy_drops_formats_the_grammar_cannot_build(tmp_path: Pat
     decoding = load_template(tmp_path, "t1").decoding.schema
     assert decoding is not None
     assert "format" not in decoding["properties"]["v"]
-    assert decoding["properties"]["d"]["format"] == "date"
+    # The cpu default decodes a grammar format by a bounded regex of it (issue 16).
+    assert decoding["properties"]["d"]["pattern"] == FORMAT_PATTERNS["date"]
+    gpu = load_template(tmp_path, "t1", TemplateSettings(default_policy="gpu")).decoding.schema
+    assert gpu is not None and gpu["properties"]["d"]["format"] == "date"
 
 
 @pytest.mark.parametrize(

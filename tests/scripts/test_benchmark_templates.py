@@ -128,5 +128,8 @@ def test_corpus_loads_every_good_schema_and_refuses_every_bad_one_typed(
     assert sum(e.expect == "load" for e in entries) >= 50
     invalid = [e.template_id for e in entries if e.sample is not None and not e.sample.valid]
     assert invalid == []
+    # Each attempt's raw answer is kept, to see why an answer failed.
+    ran = [e.sample for e in entries if e.sample is not None]
+    assert ran and all(len(s.raw_outputs) == s.attempts for s in ran)
     rows = {row[0]: row for row in script.corpus_rows(entries)}
     assert rows["ALL good"][4] == "0" and rows["ALL bad"][2] == "0"
