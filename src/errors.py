@@ -192,8 +192,7 @@ class EngineTimeout(EngineError):
     """The remote vLLM server stayed silent longer than engine.read_timeout_s."""
 
     hint = (
-        "the server is overloaded or hung; add servers, or raise "
-        "STRUCTSUM_ENGINE__READ_TIMEOUT_S"
+        "the server is overloaded or hung; add servers, or raise STRUCTSUM_ENGINE__READ_TIMEOUT_S"
     )
 
 

@@ -133,7 +133,7 @@ def summarize_arm(
         p50_itl_ms=percentile(itls, 50),
         p99_itl_ms=percentile(itls, 99),
         valid_fraction=(sum(checked) / len(checked)) if checked else None,
-                finished_by_length_fraction=(
+        finished_by_length_fraction=(
             sum(1 for s in done if s.finish_reason == "length") / len(done) if done else math.nan
         ),
     )

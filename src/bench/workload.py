@@ -160,4 +160,3 @@ def schema_valid(text: str, validator: Any) -> bool:
     except (json.JSONDecodeError, ValueError):
         return False
     return bool(validator.is_valid(data))
-

@@ -153,9 +153,7 @@ def show_command(
 
     settings = get_settings()
     with typed_errors():
-        t = load_template(directory, template_id, settings.templates).for_profile(
-            settings.profile
-        )
+        t = load_template(directory, template_id, settings.templates).for_profile(settings.profile)
         decodings = t.decodings
         source = read_text(text) if text is not None else None
     out.print(f"[bold]{t.id}[/bold]  {t.path}")

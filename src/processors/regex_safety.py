@@ -90,9 +90,7 @@ def _find_problem(
             if high == _c.MAXREPEAT or high > _SMALL_REPEAT:
                 found = _find_problem(body, inside_unbounded=True, separator=_leading(body))
             else:
-                found = _find_problem(
-                    body, inside_unbounded=inside_unbounded, separator=separator
-                )
+                found = _find_problem(body, inside_unbounded=inside_unbounded, separator=separator)
         elif op == _c.BRANCH:
             branches = [list(b) for b in arg[1]]
             if inside_unbounded and _ambiguous(branches):

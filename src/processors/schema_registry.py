@@ -138,14 +138,14 @@ def refused_remote_ref(
                 continue
             if registry is None:
                 allow = (
-                    f"nothing is fetched; to allow it, put that schema (with \"$id\": {uri!r}) "
+                    f'nothing is fetched; to allow it, put that schema (with "$id": {uri!r}) '
                     f"in a folder and set {REGISTRY_SETTING} to it"
                 )
             else:
                 allow = (
                     f"it is not in the local schema registry {str(registry.directory)!r}; "
                     f"nothing is fetched; to allow it, add that schema there with "
-                    f"\"$id\": {uri!r}"
+                    f'"$id": {uri!r}'
                 )
             return SchemaInvalid(
                 f"{owner}: remote $ref {ref!r} at {location} is not allowed: {allow}",

@@ -701,9 +701,7 @@ def _steps(policy: SimplifyPolicy, registry: Registry[Any] | None = None) -> Seq
     drops = [k for k in policy.drop_keywords if k not in replaced]
     if policy.inline_refs:
         depth, budget = policy.max_ref_depth, policy.max_inlined_refs
-        steps.append(
-            lambda s: inline_refs_bounded(s, depth, max_inlined=budget, registry=registry)
-        )
+        steps.append(lambda s: inline_refs_bounded(s, depth, max_inlined=budget, registry=registry))
     if drops:
         steps.append(lambda s: drop_keywords(s, drops))
     if policy.grammar_formats is not None:

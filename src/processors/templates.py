@@ -393,9 +393,7 @@ def _load(
     return template
 
 
-def _check_decoding(
-    template: Template, where: str, source: str, options: TemplateSettings
-) -> None:
+def _check_decoding(template: Template, where: str, source: str, options: TemplateSettings) -> None:
     """Every decoding schema derives under the policy, is a valid schema, and fits."""
     try:
         check_marks(template.schema)

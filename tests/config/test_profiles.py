@@ -226,3 +226,32 @@ def test_nvidia_smi_counts_only_when_it_lists_a_gpu(
 def test_no_nvidia_smi_is_no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(profiles.shutil, "which", lambda _: None)
     assert profiles._nvidia_smi_lists_gpu() is False
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ("fpu sse2 avx2 fma", "float32"),  # the CI box: bf16 falls back to slow kernels
+        ("fpu avx2 avx512f avx512_bf16", "bfloat16"),
+        ("fpu avx2 amx_bf16 amx_tile", "bfloat16"),
+    ],
+)
+def test_cpu_dtype_follows_the_cpus_bf16_support(tmp_path: Path, flags: str, expected: str) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpu = f"processor\t: 0\nflags\t\t: {flags}\n\n"
+    cpuinfo.write_text(cpu + cpu.replace(": 0", ": 1"))
+    assert profiles.cpu_dtype(cpuinfo) == expected
+
+
+def test_cpu_profile_dtype_yields_to_the_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    _machine(monkeypatch)
+    monkeypatch.setattr(profiles, "cpu_dtype", lambda: "float32")
+    assert Settings().engine.dtype == "float32"
+    monkeypatch.setenv("STRUCTSUM_ENGINE__DTYPE", "bfloat16")
+    assert Settings().engine.dtype == "bfloat16"
+
+
+def test_gpu_profile_keeps_bfloat16(monkeypatch: pytest.MonkeyPatch) -> None:
+    _machine(monkeypatch, proc_gpus=True)
+    monkeypatch.setattr(profiles, "cpu_dtype", lambda: "float32")
+    assert Settings().engine.dtype == "bfloat16"

@@ -47,6 +47,7 @@ def stalled(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[VllmEngine, Stall
     monkeypatch.setattr(engine_module, "build_sampling_params", lambda *a, **k: None)
     monkeypatch.setattr("vllm.inputs.TokensPrompt", dict, raising=False)
     import vllm.v1.engine.exceptions  # noqa: F401  (imported by engine_errors(); slow once)
+
     engine = VllmEngine.__new__(VllmEngine)
     llm = StallingLLM()
     engine.settings = EngineSettings()

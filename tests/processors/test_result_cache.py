@@ -14,9 +14,7 @@ from structsum.processors.enhancement import enhance
 from structsum.processors.summary import summarize
 from tests.fakes import FakeEngine, MemoryStore
 
-EXAMPLE = (
-    Path(__file__).parents[2] / "schemas" / "document_brief_v1" / "example.json"
-).read_text()
+EXAMPLE = (Path(__file__).parents[2] / "schemas" / "document_brief_v1" / "example.json").read_text()
 TEXT = "Alice: we ship on Friday. Bob: I write the release notes. Carol: QA signs off Thursday."
 # No verbatim field in any profile: the example is a valid answer to any text.
 TEMPLATE = "document_brief_v1"

@@ -37,9 +37,7 @@ def make_template(root: Path, policy: str = "", template_id: str = "t1") -> Path
     folder.mkdir(parents=True)
     (folder / "schema.json").write_text(json.dumps(SCHEMA))
     (folder / "example.json").write_text(VALID)
-    (folder / "prompt.jinja").write_text(
-        "Summarize as JSON like {{ example }}.\nText:\n{{ text }}"
-    )
+    (folder / "prompt.jinja").write_text("Summarize as JSON like {{ example }}.\nText:\n{{ text }}")
     (folder / "policy.toml").write_text(policy)
     return folder
 
@@ -87,9 +85,7 @@ def test_invalid_answers_are_retried_at_the_policy_temperatures(tmp_path: Path) 
     assert [a.valid for a in result.attempts] == [False, False, True]
     assert any("title" in e for e in result.attempts[0].errors)
     # usage is summed over every attempt
-    assert result.usage.completion_tokens == sum(
-        a.usage.completion_tokens for a in result.attempts
-    )
+    assert result.usage.completion_tokens == sum(a.usage.completion_tokens for a in result.attempts)
 
 
 def test_validation_errors_are_fed_back_into_the_retry_prompt(tmp_path: Path) -> None:

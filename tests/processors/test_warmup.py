@@ -15,9 +15,6 @@ def _settings(templates_dir: Path | None = None, profile: str = "gpu") -> Settin
     return settings.model_copy(update={"templates_dir": templates_dir})
 
 
-
-
-
 def test_one_guided_request_per_template_in_one_batch() -> None:
     settings = _settings()
     engine = FakeEngine(lambda _: ("{", "length"))
