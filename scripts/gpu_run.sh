@@ -22,6 +22,8 @@
 #                     template) then unguided (the same template with `mode = "none"`)
 #   followup ARGS     scripts/benchmark_followup.py ARGS (turns | speculation | long) on the
 #                     bundled 135M, report and log to $OUT
+#   templates ARGS    scripts/benchmark_templates.py ARGS on the bundled 135M (e.g. the
+#                     BYOS corpus: --corpus tests/data/schema_corpus), report and log to $OUT
 #   real [ARGS]       the same on real weights: the bundled SmolLM2-135M, converted from its
 #                     GGUF with structsum's model_store, every shipped template (validity)
 #   scale [ARGS]      issue 14 on a 2-GPU host, the bundled SmolLM2-135M (as `real`), summary
@@ -150,6 +152,24 @@ print(os.path.join(spec.submodule_search_locations[0], 'bin', 'redis-server') if
 }
 
 # The process groups this mode started (redis, the server): stopped on any exit.
+# One benchmark script on the bundled 135M (real weights): its log to $OUT/LOG.log, the
+# lines that are not vLLM's own shown here. Usage: real_weights_script NAME LOG SCRIPT ARGS
+real_weights_script() {
+  local name=$1 log=$2 script=$3
+  shift 3
+  copy_parts
+  install
+  STRUCTSUM_ENGINE__MODEL=$(real_model | tail -n 1)
+  export STRUCTSUM_ENGINE__MODEL
+  local rc=0
+  timeout --kill-after=10 "${BENCH_TIMEOUT_S:-540}" python3 "$script" "$@" --result-dir "$out" \
+    >"$out/$log.log" 2>&1 || rc=$?
+  grep -v -E '^\((EngineCore|Worker|APIServer|MainProcess)|^INFO|^WARNING|^[0-9-]+ [0-9:,]+ ' \
+    "$out/$log.log" | tail -n 60 || true
+  echo "$name exit status: $rc"
+  exit "$rc"
+}
+
 scale_pids=()
 scale_cleanup() {
   local pid
@@ -253,18 +273,10 @@ case "$mode" in
     exit "$rc"
     ;;
   followup)
-    copy_parts
-    install
-    STRUCTSUM_ENGINE__MODEL=$(real_model | tail -n 1)
-    export STRUCTSUM_ENGINE__MODEL
-    rc=0
-    timeout --kill-after=10 "${BENCH_TIMEOUT_S:-540}" python3 scripts/benchmark_followup.py \
-      "$@" --result-dir "$out" \
-      >"$out/followup-${1:-run}.log" 2>&1 || rc=$?
-    grep -v -E '^\((EngineCore|Worker|APIServer|MainProcess)|^INFO|^WARNING|^[0-9-]+ [0-9:,]+ ' \
-      "$out/followup-${1:-run}.log" | tail -n 40 || true
-    echo "followup exit status: $rc"
-    exit "$rc"
+    real_weights_script followup "followup-${1:-run}" scripts/benchmark_followup.py "$@"
+    ;;
+  templates)
+    real_weights_script templates templates scripts/benchmark_templates.py "$@"
     ;;
   scale)
     scale_deadline=$(($(date +%s) + ${SCALE_TOTAL_S:-510}))
