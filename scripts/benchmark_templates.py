@@ -497,6 +497,8 @@ def regrade(path: Path, settings: Settings, args: argparse.Namespace) -> int:
         rows.append(compute_metrics(template_id, variant, samples, wall))
     print_table(f"{path} regraded (verbatim: this checkout's marks)", COLUMNS, table_rows(rows))
     return 0
+
+
 # --- corpus mode ----------------------------------------------------------------------------
 
 CORPUS_MANIFEST = "sources.json"

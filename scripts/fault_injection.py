@@ -326,6 +326,7 @@ def main() -> None:
     audit = Audit(store.url, queue)
     rng = random.Random(args.seed)
     phases: list[Phase] = []
+
     def save(rows: list[dict[str, Any]], partial: bool) -> Path:
         report = base_report(
             "fault_injection",

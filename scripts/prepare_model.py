@@ -1,7 +1,7 @@
 """Convert the bundled SmolLM2-135M-Instruct GGUF to a HF folder (once; later runs reuse it).
 
-    python scripts/prepare_model.py            # prints the folder
-    STRUCTSUM_CACHE_DIR=/tmp/c python scripts/prepare_model.py
+python scripts/prepare_model.py            # prints the folder
+STRUCTSUM_CACHE_DIR=/tmp/c python scripts/prepare_model.py
 """
 
 from __future__ import annotations

@@ -70,8 +70,8 @@ def gpu_defaults() -> dict[str, dict[str, Any]]:
     - ``kv_cache_space_gib`` 0 and ``gpu_memory_utilization`` 0.85: vLLM sizes the KV
       cache from the card, leaving room for CUDA graphs and the sampler.
     - ``mask_threads`` is not here: it follows the backend (:func:`default_mask_threads`).
-    - ``default_policy`` gpu: a template without policy.toml decodes uncapped, the
-      fast path on a GPU; the full schema still validates.
+    - ``default_policy`` gpu: the policy of a template without policy.toml; the same
+      caps as on a CPU since the BYOS corpus ran on an H100 (policy.py default_policy).
     - ``ngram_draft_tokens`` 0 (n-gram speculation off): on an H200 with the bundled
       135M model, 4 draft tokens made enhancement and summaries about a third slower
       (396 -> 258 and 283 -> 187 tok/s, acceptance 0.36; docs/benchmarks.md).

@@ -217,7 +217,7 @@ def engine_errors() -> Iterator[None]:
                 hint="raise STRUCTSUM_ENGINE__MAX_MODEL_LEN, or lower "
                 "STRUCTSUM_BUDGET__OUTPUT_RESERVE or the template's max_tokens",
             ) from exc
-        if "grammar" in text or "json schema" in text.lower():
+        if "grammar" in text.lower() or "json schema" in text.lower():
             # The backend cannot compile this template's decoding schema: the same
             # request fails again, so it is the template's to fix, not retryable.
             raise SchemaInvalid(

@@ -524,11 +524,12 @@ def test_base_properties_reach_variants_nested_in_variants() -> None:
         ],
     }
     out, _ = grammar_compatible(schema)
-    docker_image = out["oneOf"][0]["oneOf"][0]
+    # oneOf is decoded as anyOf (llguidance refuses oneOf; validation checks exclusivity)
+    docker_image = out["anyOf"][0]["anyOf"][0]
     assert docker_image["required"] == ["image", "name"]
     assert set(docker_image["properties"]) == {"image", "type", "name"}
-    assert out["oneOf"][1]["required"] == ["uri", "name"]
-    assert "properties" not in out and "properties" not in out["oneOf"][0]
+    assert out["anyOf"][1]["required"] == ["uri", "name"]
+    assert "properties" not in out and "properties" not in out["anyOf"][0]
     assert grammar_compatible(out)[1] == []  # idempotent
     for instance in ({"name": "a", "image": "x"}, {"name": "a", "uri": "u"}):
         assert Draft202012Validator(out).is_valid(instance) == Draft202012Validator(
@@ -536,12 +537,19 @@ def test_base_properties_reach_variants_nested_in_variants() -> None:
         ).is_valid(instance)
 
 
-def test_a_grammar_the_backend_refuses_is_a_typed_template_error() -> None:
-    """vLLM raises a ValueError when xgrammar cannot compile a schema; it must not escape
-    untyped (it did for the draft-04 metaschema in the corpus benchmark)."""
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Failed to transform json schema into a grammar: minItems is greater than ...",  # xgrammar
+        'Grammar error: Unimplemented keys: ["unevaluatedProperties"]',  # llguidance
+    ],
+)
+def test_a_grammar_the_backend_refuses_is_a_typed_template_error(message: str) -> None:
+    """vLLM raises a ValueError when a backend cannot compile a schema; it must not escape
+    untyped (it did for the draft-04 metaschema on the CPU, and for llguidance's
+    capitalised "Grammar error" on the H100, in the corpus benchmark)."""
     from structsum.processors.vllm_args import engine_errors
 
-    message = "Failed to transform json schema into a grammar: minItems is greater than ..."
     with pytest.raises(SchemaInvalid, match="grammar backend refused") as info, engine_errors():
         raise ValueError(message)
     assert not info.value.retryable and "templates check" in info.value.hint
@@ -578,10 +586,67 @@ def test_bound_free_json_caps_maps_and_free_values() -> None:
     out, changes = bound_free_json(copy.deepcopy(schema), 2, 5)
     deps = out["properties"]["deps"]
     assert out["type"] == "object"
-    assert deps["maxProperties"] == 2 and deps["propertyNames"] == {"maxLength": 5}
+    assert deps["maxProperties"] == 2 and deps["patternProperties"] == {
+        "^.{1,5}$": {"type": "string"}
+    }
+    assert deps["additionalProperties"] is False
     assert all(c.restrictive for c in changes)
+    assert llguidance_error(out) is None  # no propertyNames: llguidance builds it too
     assert grammar_accepts(out, {"deps": {"a": "x", "b": "y"}})
     assert not grammar_accepts(out, {"deps": {"a": "x", "b": "y", "c": "z"}})
     assert not grammar_accepts(out, {"deps": {"toolong": "x"}})
     free, _ = bound_free_json({"type": "object", "properties": {"v": {"description": "any"}}}, 2, 5)
     assert free["properties"]["v"]["type"] == ["string", "number", "boolean", "null"]
+
+
+def test_what_llguidance_refuses_is_widened_for_decoding_only() -> None:
+    """The H100 corpus run: oneOf, unevaluatedProperties and min/maxProperties beside
+    optional properties failed llguidance's grammar. Decoding accepts a superset of the
+    schema after the reshape, so everything the schema accepts can still be written."""
+    from structsum.processors.simplify import grammar_compatible
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "kind": {"oneOf": [{"type": "string", "maxLength": 3}, {"type": "integer"}]},
+            "opts": {
+                "type": "object",
+                "properties": {"a": {"type": "string"}, "b": {"type": "string"}},
+                "required": ["a"],
+                "minProperties": 1,
+                "maxProperties": 2,
+            },
+            "all": {
+                "type": "object",
+                "properties": {"a": {"type": "string"}},
+                "required": ["a"],
+                "maxProperties": 1,
+            },
+        },
+        "unevaluatedProperties": False,
+    }
+    out, changes = grammar_compatible(schema)
+    assert "oneOf" not in out["properties"]["kind"] and len(out["properties"]["kind"]["anyOf"]) == 2
+    assert "unevaluatedProperties" not in out
+    assert "minProperties" not in out["properties"]["opts"]
+    assert "maxProperties" not in out["properties"]["opts"]
+    assert out["properties"]["all"]["maxProperties"] == 1  # every listed key required: kept
+    assert not any(c.restrictive for c in changes)
+    assert grammar_compatible(out)[1] == []  # idempotent
+    assert llguidance_error(schema) is not None and llguidance_error(out) is None
+    for instance in (
+        {"kind": "ab", "opts": {"a": "x"}, "all": {"a": "y"}},
+        {"kind": 3, "opts": {"a": "x", "b": "z"}},
+    ):
+        assert Draft202012Validator(schema).is_valid(instance)
+        assert Draft202012Validator(out).is_valid(instance)
+
+
+def llguidance_error(schema: dict[str, object]) -> str | None:
+    """What llguidance (vLLM's `guidance` backend) says about a schema; None if it builds."""
+    from llguidance import LLMatcher
+
+    failed, messages = LLMatcher.validate_grammar_with_warnings(
+        LLMatcher.grammar_from_json_schema(schema)
+    )
+    return "; ".join(messages) or "refused" if failed else None

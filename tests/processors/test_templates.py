@@ -58,12 +58,13 @@ def test_a_template_without_policy_gets_the_profile_default(tmp_path: Path) -> N
     assert decoding["properties"]["points"]["items"]["maxLength"] == CPU_DEFAULT_MAX_STRING_LENGTH
 
 
-def test_the_gpu_default_policy_keeps_the_grammar_uncapped(tmp_path: Path) -> None:
+def test_the_gpu_default_policy_caps_the_grammar_too(tmp_path: Path) -> None:
+    """Uncapped, 28 % of the BYOS corpus ended invalid on an H100 (docs/benchmarks.md)."""
     write_template(tmp_path, policy=None)
     template = load_template(tmp_path, "t1", TemplateSettings(default_policy="gpu"))
     decoding = template.decoding.schema
-    assert template.policy.simplify.strip_caps and decoding is not None
-    assert "maxItems" not in decoding["properties"]["points"]
+    assert template.policy == default_policy("cpu") and decoding is not None
+    assert decoding["properties"]["points"]["maxItems"] == CPU_DEFAULT_MAX_ITEMS
 
 
 def test_a_policy_file_wins_over_the_default(tmp_path: Path) -> None:
@@ -86,8 +87,6 @@ def test_the_default_policy_drops_formats_the_grammar_cannot_build(tmp_path: Pat
     assert "format" not in decoding["properties"]["v"]
     # The cpu default decodes a grammar format by a bounded regex of it (issue 16).
     assert decoding["properties"]["d"]["pattern"] == FORMAT_PATTERNS["date"]
-    gpu = load_template(tmp_path, "t1", TemplateSettings(default_policy="gpu")).decoding.schema
-    assert gpu is not None and gpu["properties"]["d"]["format"] == "date"
 
 
 @pytest.mark.parametrize(
