@@ -453,6 +453,7 @@ def run_long(
                         "chunks": result.chunks,
                         "tail_facts": facts_reached(result.data),
                         "completion_tokens": result.usage.completion_tokens,
+                        "data": result.data,  # to read which facts a summary kept
                     }
                 )
                 log.info("%d tokens, %s: %s", tokens, mode, samples[-1])

@@ -74,7 +74,15 @@ class _PollingWatchdog:
 
 
 class EngineWatchdog(_PollingWatchdog):
-    """Polls an engine's ``errored`` flag and ``progress()``; calls ``on_trip`` once."""
+    """Polls an engine's ``errored`` flag and ``progress()``; calls ``on_trip`` once.
+
+    The hang clock adds up the time with requests in flight and no output, across
+    short idle gaps: a hung engine fails each job by its deadline, and the job's
+    retry arrives seconds later, so "in flight" keeps dropping to zero. Reset on every
+    output, and after an idle stretch of ``stall_s`` (a healthy engine that was only
+    slow once is not blamed at the next job). Before this, a deadline shorter than
+    ``stall_s`` kept a hung engine's worker alive, retrying into it (CI, session 5).
+    """
 
     thread_name = "structsum-watchdog"
     label = "engine watchdog"
@@ -91,6 +99,9 @@ class EngineWatchdog(_PollingWatchdog):
         super().__init__(interval_s=interval_s, stall_s=stall_s, on_trip=on_trip, clock=clock)
         self._engine = engine
         self._last_progress: int | None = None
+        self._last_check = self._since
+        self._stalled_s = 0.0
+        self._idle_s = 0.0
 
     def check(self) -> str | None:
         """One look at the engine: why it cannot serve, or None while it can."""
@@ -101,13 +112,20 @@ class EngineWatchdog(_PollingWatchdog):
             return None
         in_flight, produced = progress()
         now = self._clock()
-        if in_flight == 0 or produced != self._last_progress:
-            self._last_progress, self._since = produced, now
+        elapsed, self._last_check = now - self._last_check, now
+        if produced != self._last_progress:
+            self._last_progress, self._stalled_s, self._idle_s = produced, 0.0, 0.0
             return None
-        stalled = now - self._since
-        if stalled >= self._stall_s:
+        if in_flight == 0:
+            self._idle_s += elapsed
+            if self._idle_s >= self._stall_s:
+                self._stalled_s = 0.0
+            return None
+        self._idle_s = 0.0
+        self._stalled_s += elapsed
+        if self._stalled_s >= self._stall_s:
             return (
-                f"the engine hangs: no output for {stalled:.0f} s "
+                f"the engine hangs: no output for {self._stalled_s:.0f} s "
                 f"with {in_flight} request(s) in flight"
             )
         return None

@@ -77,6 +77,41 @@ def test_progress_or_idleness_is_not_a_hang() -> None:
     assert dog.check() is None
 
 
+def test_a_hang_that_fails_each_job_by_its_deadline_still_trips() -> None:
+    """A hung engine fails every job at its deadline (20 s here, under stall_s 30) and
+    the retry comes seconds later: in flight drops to 0 between attempts, but no output
+    ever comes, so the stalled time adds up across the gaps."""
+    engine, clock, trips = ProbeEngine(), Clock(), []
+    dog = _watchdog(engine, clock, trips)
+    engine.produced = 5  # the worker answered jobs before the hang
+    assert dog.check() is None
+    reason = None
+    for _attempt in range(3):
+        engine.in_flight = 1
+        for _ in range(20):
+            clock.now += 1
+            reason = reason or dog.check()
+        engine.in_flight = 0  # JobTimeout: requests cancelled, the retry waits 3 s
+        for _ in range(3):
+            clock.now += 1
+            reason = reason or dog.check()
+    assert reason is not None and "no output for 30 s" in reason
+
+
+def test_a_long_idle_stretch_forgets_an_earlier_slow_request() -> None:
+    engine, clock, trips = ProbeEngine(), Clock(), []
+    dog = _watchdog(engine, clock, trips)
+    engine.in_flight = 1
+    clock.now += 25  # a slow prefill, cancelled by its deadline before any output
+    assert dog.check() is None
+    engine.in_flight = 0
+    clock.now += 30  # idle for stall_s
+    assert dog.check() is None
+    engine.in_flight = 1
+    clock.now += 25  # the next job's prefill: 25 s, not 50 s of stall
+    assert dog.check() is None
+
+
 def test_engines_without_probes_never_trip() -> None:
     dog = EngineWatchdog(object(), interval_s=1, stall_s=1, on_trip=lambda _: None)
     assert dog.check() is None
