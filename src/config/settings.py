@@ -251,7 +251,16 @@ class ConversationSettings(BaseModel):
         default=8,
         ge=0,
         description="earlier question/answer pairs kept in the prompt; past it the history "
-        "is cut to the newest half at once (the prefix cache then serves the next turns)",
+        "is cut to history_turns_after_trim at once (the prefix cache then serves the next "
+        "turns)",
+    )
+    history_turns_after_trim: int = Field(
+        default=2,
+        ge=0,
+        description="the newest turns a full history is cut to (at most half of "
+        "max_history_turns). "
+        "The turn that trims recomputes these, so few keep it cheap: with half of 8 the "
+        "trimming turn took 1.54x turn 2 on the CPU box (docs/benchmarks.md)",
     )
     max_history_tokens: int = Field(
         default=1_024,

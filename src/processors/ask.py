@@ -12,7 +12,7 @@ Turn N's prompt starts with turn N-1's prompt and answer, token for token, so
 vLLM computes only the new tail. The history is bounded (turns first, then
 tokens, counted with the engine's real tokenizer), so a long conversation costs
 what a short one does. Dropping turns breaks the reused prefix after the system
-part, so a full history is cut to half its limit at once (``trim_history``), not
+part, so a full history is cut to its newest few turns at once (``trim_history``), not
 by one turn per question: the prefix then holds again for the next turns.
 
 The history lives behind ``ConversationStore`` (Redis in the worker, a dict in
@@ -56,26 +56,35 @@ class Conversation(BaseModel):
 
 
 def trim_history(
-    turns: Sequence[Turn], *, max_turns: int, max_tokens: int, count: Callable[[str], int]
+    turns: Sequence[Turn],
+    *,
+    max_turns: int,
+    max_tokens: int,
+    count: Callable[[str], int],
+    keep_turns: int | None = None,
 ) -> list[Turn]:
-    """The turns to keep: all of them while they fit; past a limit, the newest half of it.
+    """The turns to keep: all of them while they fit; past a limit, far fewer at once.
 
-    Turns first: more than ``max_turns`` and only the newest ``max_turns // 2`` stay.
-    Then tokens (of the questions and answers, the real tokenizer through ``count``):
-    more than ``max_tokens`` and the oldest go until the rest fits ``max_tokens // 2``.
-    Whole turns are dropped, oldest first, never cut in half.
+    Turns first: more than ``max_turns`` and only the newest ``keep_turns`` stay (at
+    most half of ``max_turns``, else the next turns would trim again at once; None:
+    half). Then tokens (of the questions and answers,
+    the real tokenizer through ``count``): more than ``max_tokens`` and the oldest go
+    until the rest fits ``max_tokens // 2``. Whole turns are dropped, oldest first,
+    never cut in half.
 
-    Why down to half and not one turn at a time: dropping the oldest turn changes
-    everything after the document, so that prompt recomputes every kept turn (the
-    prefix cache serves only the system part). A window sliding by one turn would pay
-    that on every question once the history is full (on the CPU box turns 10-12 took
-    3.6-5.7x as long as turn 2, docs/benchmarks.md); trimming to half pays it once
-    every ``max_turns // 2`` questions, for half as many turns.
+    Why a cut and not one turn at a time: dropping the oldest turn changes everything
+    after the document, so that prompt recomputes every kept turn (the prefix cache
+    serves only the system part). A window sliding by one turn would pay that on every
+    question once the history is full (on the CPU box turns 10-12 took 3.6-5.7x as
+    long as turn 2, docs/benchmarks.md); a cut pays it once per
+    ``max_turns - keep_turns + 1`` questions, and only for the turns it keeps, so
+    the settings keep few (2 of 8: the cut to 4 still took 1.54x turn 2).
     """
     kept = list(turns)
     if len(kept) > max_turns:
-        keep = max(max_turns // 2, min(max_turns, 1))  # a limit of 1 keeps its one turn
-        kept = kept[len(kept) - keep :]
+        half = max(max_turns // 2, min(max_turns, 1))  # a limit of 1 keeps its one turn
+        keep = half if keep_turns is None else min(keep_turns, half)
+        kept = kept[len(kept) - keep :] if keep else []
     sizes = [count(t.question) + count(t.answer) for t in kept]
     if sum(sizes) > max_tokens:
         while kept and sum(sizes) > max_tokens // 2:
@@ -162,6 +171,7 @@ def ask(
         max_turns=limits.max_history_turns,
         max_tokens=limits.max_history_tokens,
         count=engine.count_tokens,
+        keep_turns=limits.history_turns_after_trim,
     )
     requested = (template.policy.max_tokens if template else None) or sampling.max_tokens
     if request.max_tokens is not None:

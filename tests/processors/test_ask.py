@@ -73,6 +73,28 @@ def test_a_full_history_is_cut_once_then_grows_again() -> None:
     assert extends == [True, True, True, True, False, True, True, False, True]
 
 
+def test_a_full_history_is_cut_to_the_turns_the_settings_keep() -> None:
+    """The default keeps 2 of 8: the trimming turn recomputes 2 turns, not 4."""
+    assert Settings().conversation.history_turns_after_trim == 2
+    kept = trim_history(turns(9), max_turns=8, max_tokens=1_000, count=len, keep_turns=2)
+    assert [t.answer for t in kept] == ["Bob, answer 8.", "Bob, answer 9."]
+    assert trim_history(turns(9), max_turns=8, max_tokens=1_000, count=len, keep_turns=0) == []
+    # never more than half the limit: otherwise the next turn would trim again
+    kept = trim_history(turns(9), max_turns=6, max_tokens=1_000, count=len, keep_turns=10)
+    assert kept == turns(9)[-3:]
+    engine, store = FakeEngine(answers), MemoryStore()
+    config = settings(max_history_turns=4, history_turns_after_trim=1, max_history_tokens=10_000)
+    ask(question("Q1?", text=DOCUMENT), document=DOCUMENT, engine=engine, settings=config,
+        store=store)  # fmt: skip
+    kept_counts = [
+        ask(
+            question(f"Q{i}?"), document=None, engine=engine, settings=config, store=store
+        ).history_turns
+        for i in range(2, 9)
+    ]
+    assert kept_counts == [1, 2, 3, 4, 1, 2, 3]
+
+
 def test_trim_to_zero_turns() -> None:
     assert trim_history(turns(3), max_turns=0, max_tokens=1_000, count=len) == []
     assert trim_history(turns(3), max_turns=3, max_tokens=0, count=len) == []

@@ -110,10 +110,11 @@ def test_a_ten_turn_conversation(
     )
 
     assert [r.turn for r in results] == list(range(1, 11))
-    # kept turns grow to the limit, then a full history is cut to its newest half
+    # kept turns grow to the limit, then a full history is cut to its newest few
     stored, expected = 0, []
+    keep = min(limits.history_turns_after_trim, limits.max_history_turns // 2)
     for _ in range(10):
-        kept = stored if stored <= limits.max_history_turns else limits.max_history_turns // 2
+        kept = stored if stored <= limits.max_history_turns else keep
         expected.append(kept)
         stored = kept + 1
     assert [r.history_turns for r in results] == expected
