@@ -307,14 +307,18 @@ TURN_COLUMNS = [
 # --- speculation ---------------------------------------------------------------------------
 
 
-def run_jobs(settings: Settings, texts: list[str], unguided_dir: Path) -> Callable[[Any], Arm]:
+def run_jobs(
+    settings: Settings, texts: list[str], unguided_dir: Path | None
+) -> Callable[[Any], Arm]:
     """Per text: an enhancement (free text), a guided summary (the template's policy) and
-    an unguided one (the same template, decoding unconstrained, validated after)."""
+    an unguided one (the same template, decoding unconstrained, validated after; not
+    with ``unguided_dir`` None: on a CPU the bundled model's unguided attempts run to
+    max_tokens, minutes each)."""
     from structsum.models import EnhancementRequest, SummaryRequest
     from structsum.processors.enhancement import enhance
     from structsum.processors.summary import summarize
 
-    unguided = settings.model_copy(update={"templates_dir": unguided_dir})
+    unguided = settings.model_copy(update={"templates_dir": unguided_dir or settings.templates_dir})
 
     def run(engine: Any) -> Arm:
         jobs: dict[str, list[dict[str, Any]]] = {
@@ -329,6 +333,8 @@ def run_jobs(settings: Settings, texts: list[str], unguided_dir: Path) -> Callab
                 ("summary guided", settings),
                 ("summary unguided", unguided),
             ):
+                if task_settings is unguided and unguided_dir is None:
+                    continue
                 summary = summarize(
                     SummaryRequest(text=text, template_id=TEMPLATE, use_cache=False),
                     engine=engine,
@@ -344,7 +350,7 @@ def run_jobs(settings: Settings, texts: list[str], unguided_dir: Path) -> Callab
                     }
                 )
                 log.info("%s: %s", task, jobs[task][-1])
-        return {"jobs": jobs}
+        return {"jobs": {task: done for task, done in jobs.items() if done}}
 
     return run
 
@@ -370,7 +376,9 @@ def bench_speculation(
         )
         for name, settings in arms.items():
             log.info("arm %s", name)
-            arm = with_engine(settings, run_jobs(settings, texts, unguided_dir))
+            arm = with_engine(
+                settings, run_jobs(settings, texts, None if args.no_unguided else unguided_dir)
+            )
             arm.update(arm=name, ngram_draft_tokens=settings.engine.ngram_draft_tokens)
             results.append(arm)
             args.save(results)
@@ -510,6 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     spec.add_argument("--jobs", type=int, default=3, help="inputs, each enhanced and summarized")
     spec.add_argument("--skip", type=int, default=8, help="skip this many shortest inputs")
     spec.add_argument("--draft-tokens", type=int, default=4, help="num_speculative_tokens")
+    spec.add_argument("--no-unguided", action="store_true", help="leave out the unguided summaries")
     long = sub.add_parser("long", help="map/reduce vs truncation on long inputs")
     long.add_argument("--sizes", type=int, nargs="+", default=[5_000, 15_000, 30_000])
     for each in (turns, spec, long):
