@@ -260,7 +260,7 @@ class ConversationSettings(BaseModel):
         description="the newest turns a full history is cut to (at most half of "
         "max_history_turns). "
         "The turn that trims recomputes these, so few keep it cheap: with half of 8 the "
-        "trimming turn took 1.54x turn 2 on the CPU box (docs/benchmarks.md)",
+        "trimming turn took 1.53x turn 2 on the CPU box (docs/benchmarks.md)",
     )
     max_history_tokens: int = Field(
         default=1_024,

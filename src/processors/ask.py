@@ -67,10 +67,9 @@ def trim_history(
 
     Turns first: more than ``max_turns`` and only the newest ``keep_turns`` stay (at
     most half of ``max_turns``, else the next turns would trim again at once; None:
-    half). Then tokens (of the questions and answers,
-    the real tokenizer through ``count``): more than ``max_tokens`` and the oldest go
-    until the rest fits ``max_tokens // 2``. Whole turns are dropped, oldest first,
-    never cut in half.
+    half). Then tokens (of the questions and answers, the real tokenizer through
+    ``count``): more than ``max_tokens`` and the oldest go until the rest fits
+    ``max_tokens // 2``. Whole turns are dropped, oldest first, never cut in half.
 
     Why a cut and not one turn at a time: dropping the oldest turn changes everything
     after the document, so that prompt recomputes every kept turn (the prefix cache
@@ -78,7 +77,7 @@ def trim_history(
     question once the history is full (on the CPU box turns 10-12 took 3.6-5.7x as
     long as turn 2, docs/benchmarks.md); a cut pays it once per
     ``max_turns - keep_turns + 1`` questions, and only for the turns it keeps, so
-    the settings keep few (2 of 8: the cut to 4 still took 1.54x turn 2).
+    the settings keep few (2 of 8: the cut to 4 still took 1.53x turn 2).
     """
     kept = list(turns)
     if len(kept) > max_turns:
