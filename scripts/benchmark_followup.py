@@ -318,23 +318,19 @@ def run_jobs(
     from structsum.processors.enhancement import enhance
     from structsum.processors.summary import summarize
 
-    unguided = settings.model_copy(update={"templates_dir": unguided_dir or settings.templates_dir})
+    summaries = {"summary guided": settings}
+    if unguided_dir is not None:
+        summaries["summary unguided"] = settings.model_copy(update={"templates_dir": unguided_dir})
 
     def run(engine: Any) -> Arm:
-        jobs: dict[str, list[dict[str, Any]]] = {
-            "enhancement": [], "summary guided": [], "summary unguided": [],
-        }  # fmt: skip
+        jobs: dict[str, list[dict[str, Any]]] = {"enhancement": []}
+        jobs.update({task: [] for task in summaries})
         for text in texts:
             done = enhance(EnhancementRequest(text=text), engine=engine, settings=settings)
             jobs["enhancement"].append(
                 {"elapsed_s": done.elapsed_s, "completion_tokens": done.usage.completion_tokens}
             )
-            for task, task_settings in (
-                ("summary guided", settings),
-                ("summary unguided", unguided),
-            ):
-                if task_settings is unguided and unguided_dir is None:
-                    continue
+            for task, task_settings in summaries.items():
                 summary = summarize(
                     SummaryRequest(text=text, template_id=TEMPLATE, use_cache=False),
                     engine=engine,
@@ -350,7 +346,7 @@ def run_jobs(
                     }
                 )
                 log.info("%s: %s", task, jobs[task][-1])
-        return {"jobs": {task: done for task, done in jobs.items() if done}}
+        return {"jobs": jobs}
 
     return run
 
