@@ -61,6 +61,9 @@ from structsum.service.startup import check_startup
 
 log = logging.getLogger(__name__)
 
+# Where a run keeps its claim's token on its Celery request, for task_postrun.
+CLAIM_TOKEN = "structsum_claim_token"
+
 app = build_app(get_settings())
 
 # Celery-level retries, for outages only (engine restart, Redis blip): a few
@@ -140,6 +143,13 @@ def _run(
             rt.breaker.failure(exc.code)
             raise
         rt.breaker.success()
+        if rt.claims is not None and _succeeded(task):
+            # Another run got past its claim (ours lapsed: a heartbeat starved past the
+            # TTL, a long Redis outage). The first stored result stays the only one.
+            log.warning(
+                "job %s succeeded elsewhere while this run ran; not stored twice", task.request.id
+            )
+            raise Ignore()
     rt.metrics.record_result(task.name, result)
     return result.model_dump(mode="json")
 
@@ -154,15 +164,14 @@ def _claim(task: Task, rt: WorkerRuntime) -> None:
     if claims is None or not task_id:
         return
     queue = rt.settings.queue
-
-    def succeeded() -> bool:
-        return bool(task.AsyncResult(task_id).state == states.SUCCESS)
-
     wait_s = queue.job_deadline_s + queue.claim_ttl_s
-    if not claims.acquire(task_id, wait_s=wait_s, done=succeeded):
+    token = claims.acquire(task_id, wait_s=wait_s, done=lambda: _succeeded(task))
+    if token is None:
         raise Ignore()
-    if succeeded():  # finished between Celery's redelivery check and the claim
-        claims.release(task_id)
+    # Only this run may release it (task_postrun): not a copy of the job that fails
+    # while it waits in the same worker.
+    setattr(task.request, CLAIM_TOKEN, token)
+    if _succeeded(task):  # finished between Celery's redelivery check and the claim
         log.warning("job %s already succeeded; this redelivered copy is dropped", task_id)
         raise Ignore()
     witnessed = claims.witnessed(task_id)
@@ -172,6 +181,11 @@ def _claim(task: Task, rt: WorkerRuntime) -> None:
             "it is not run again",
             {"task_id": task_id, "engine_failures": witnessed},
         )
+
+
+def _succeeded(task: Task) -> bool:
+    """Whether the job of this run already has a stored success (any run of it)."""
+    return bool(task.AsyncResult(task.request.id).state == states.SUCCESS)
 
 
 def _enqueued_at(task: Task) -> float | None:
@@ -315,8 +329,9 @@ def _release_claim(sender: Any = None, task_id: str | None = None, **_: Any) -> 
     """After the outcome is stored (success, failure, retry published): free the job id."""
     if task_id and getattr(sender, "name", None) in TASK_NAMES:
         claims = runtime().claims
-        if claims is not None:
-            claims.release(task_id)
+        token = getattr(sender.request, CLAIM_TOKEN, None)
+        if claims is not None and token is not None:
+            claims.release(task_id, token)
 
 
 @worker_shutdown.connect

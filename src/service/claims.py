@@ -105,12 +105,14 @@ class JobClaims:
 
     # --- claims -------------------------------------------------------------------------
 
-    def acquire(self, task_id: str, *, wait_s: float, done: Callable[[], bool]) -> bool:
-        """Take the claim on ``task_id``; False if the job finished while we waited.
+    def acquire(self, task_id: str, *, wait_s: float, done: Callable[[], bool]) -> str | None:
+        """Take the claim on ``task_id``: this run's token, or None if the job finished
+        while we waited.
 
         Waits while another run holds it (at most ``wait_s``: the holder's deadline
         plus one TTL, after which the holder is gone or past its own deadline) and
-        raises ``JobTimeout`` (retryable) past that.
+        raises ``JobTimeout`` (retryable) past that. Two copies of one job can sit in
+        one worker; the token is what tells their releases apart.
         """
         token = f"{self._owner}:{uuid.uuid4().hex}"
         key = self.claim_key(task_id)
@@ -124,7 +126,7 @@ class JobClaims:
                     self._held[task_id] = token
                 if waited:
                     log.info("job %s: the claim is free again; running it", task_id)
-                return True
+                return token
             if not waited:
                 with _unreachable():
                     holder = self._redis.get(key)
@@ -132,7 +134,7 @@ class JobClaims:
                 waited = True
             if done():
                 log.warning("job %s finished elsewhere; this redelivered copy is dropped", task_id)
-                return False
+                return None
             if self._clock() >= give_up:
                 raise JobTimeout(
                     f"job {task_id} is still claimed by another run after {wait_s:.0f} s",
@@ -140,12 +142,17 @@ class JobClaims:
                 )
             self._sleep(CLAIM_POLL_S)
 
-    def release(self, task_id: str) -> None:
-        """Drop this run's claim (a no-op for a task id this worker does not hold)."""
+    def release(self, task_id: str, token: str) -> None:
+        """Drop the claim that ``acquire`` gave this run (its ``token``).
+
+        A no-op for any other run of the job: a copy that failed while it waited (Redis
+        down, say) must not free the claim of the copy still running in this worker,
+        or a third copy would start beside it.
+        """
         with self._lock:
-            token = self._held.pop(task_id, None)
-        if token is None:
-            return
+            if self._held.get(task_id) != token:
+                return
+            del self._held[task_id]
         try:
             self._release(keys=[self.claim_key(task_id)], args=[token])
         except redis.RedisError as exc:  # it expires on its own within the TTL

@@ -27,7 +27,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -107,6 +107,17 @@ class Story:
     def store(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis.url)
 
+    def trail(self, task_ids: Iterable[str]) -> str:
+        """Every worker's log lines about these jobs, to tell how a job ran twice."""
+        wanted = list(task_ids)
+        lines = [
+            f"{n}: {line}"
+            for n, worker in enumerate(self.workers, 1)
+            for line in worker.log_text().splitlines()
+            if any(t in line for t in wanted)
+        ]
+        return "\n".join(lines)
+
     def successes(self) -> collections.Counter[str]:
         """Runs that ended in success, per task id, over every worker's log."""
         found: collections.Counter[str] = collections.Counter()
@@ -159,7 +170,7 @@ def test_a_redis_crash_loses_no_queued_job_and_the_worker_consumes_again(story: 
         assert job.result(JOB_TIMEOUT_S).text.strip()
     assert worker.process.poll() is None
     twice = {k: n for k, n in story.successes().items() if n > 1}
-    assert not twice, twice
+    assert not twice, story.trail(twice)
 
 
 def test_an_engine_killed_while_busy_stops_the_worker_before_it_takes_another_job(
@@ -217,7 +228,7 @@ def test_a_sigkilled_worker_with_16_in_flight_runs_every_job_exactly_once(
             outcome[task_id] = "PoisonSuspected"
     successes = story.successes()
     twice = {k: n for k, n in successes.items() if n > 1}
-    assert not twice, twice
+    assert not twice, story.trail(twice)
     poisoned = [k for k, v in outcome.items() if v == "PoisonSuspected"]
     assert poisoned == ([story.poisoned] if story.poisoned else [])
     assert all(successes[k] == 0 for k in poisoned)
