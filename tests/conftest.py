@@ -20,6 +20,13 @@ from structsum.config import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Every engine the tests start (in-process, worker subprocesses, the vLLM server) runs
+# eager: ~20 s less per start and no compile per engine configuration, at about the
+# same per-token speed for the 135M model on CPU (docs/benchmarks.md). The compiled
+# default is what the wheel's one-shot CLI test runs (tests/test_packaging.py).
+EAGER_ENV = "STRUCTSUM_ENGINE__ENFORCE_EAGER"
+os.environ.setdefault(EAGER_ENV, "true")
+
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:

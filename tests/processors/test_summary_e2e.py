@@ -69,7 +69,7 @@ def test_text_longer_than_the_context_is_condensed_then_summarized(
     small = settings.model_copy(
         update={"engine": settings.engine.model_copy(update={"max_model_len": 2048})}
     )
-    text = "\n\n".join([SAMPLE.read_text()] * 8)
+    text = "\n\n".join([SAMPLE.read_text()] * 4)
     assert engine.count_tokens(text) > 2048
     # The running engine has a larger context; budgeting for 1024 must still keep
     # every prompt plus its answer under 2048 tokens and produce a valid summary.

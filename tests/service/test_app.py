@@ -20,7 +20,7 @@ def test_json_only_no_pickle() -> None:
 
 def test_late_acks_and_the_visibility_timeout_come_from_settings() -> None:
     """What redelivery after a killed worker rests on; the kill itself is tested in
-    tests/service/test_worker.py::test_killed_worker_job_runs_again."""
+    tests/service/test_recovery.py (a worker SIGKILLed with 16 jobs in flight)."""
     conf = build_app(_settings(visibility_timeout_s=123)).conf
     assert conf.task_acks_late is True
     assert conf.task_reject_on_worker_lost is True

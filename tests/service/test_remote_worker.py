@@ -19,9 +19,8 @@ this module run alone, of which the server's start took ~124 s; in the whole sui
 where the server is already up, it adds about 90 s.
 
 Left out: `test_engine_loaded_once_at_start` asserts an in-process engine
-load, which a remote worker does not have; `test_killed_worker_job_runs_again`
-(100 s here), `test_cli_enqueue_result_and_stats`, `test_result_expiry`,
-`test_an_idempotency_key_runs_one_job_and_ids_are_known_or_unknown` and
+load, which a remote worker does not have; `test_cli_enqueue_result_and_stats`,
+`test_result_expiry`, `test_an_idempotency_key_runs_one_job_and_ids_are_known_or_unknown` and
 `test_stats_line_is_logged` exercise Redis, Celery and the CLI, the same code
 whatever the engine kind; `test_enhance` is covered by test_enhance_and_summarize;
 `test_sixteen_concurrent_summaries` took 48-190 s here (concurrent requests over HTTP

@@ -1,9 +1,9 @@
 """End to end: Redis, one real worker process, the bundled model.
 
 The tests share one worker (engine start ~1 min). Each test stands on its own, in
-any order: counters are compared before and after, and the test that SIGKILLs the
-worker mid-job (the job runs again on a second worker) leaves the next test a
-freshly started shared worker. Run under `flock /tmp/structsum-engine.lock`.
+any order: counters are compared before and after. A SIGKILLed worker's jobs running
+again on another worker is tests/service/test_recovery.py's story (16 in flight, a
+visibility timeout shorter than a job). Run under `flock /tmp/structsum-engine.lock`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from structsum.errors import (
     TextTooLong,
 )
 from structsum.models import EnhancementResult, SummaryResult
-from tests.service.conftest import TEST_MAX_INPUT_CHARS, WorkerProcess, start_worker
+from tests.service.conftest import TEST_MAX_INPUT_CHARS, WorkerProcess
 
 pytestmark = [pytest.mark.service, pytest.mark.engine]
 
@@ -304,34 +304,3 @@ def test_stats_line_is_logged(worker: WorkerProcess, service_settings: Settings)
     lines = stats_lines()
     assert lines
     assert "errors=" in lines[-1] and "avg_latency_s=" in lines[-1] and "tok_s=" in lines[-1]
-
-
-def test_killed_worker_job_runs_again(
-    worker: WorkerProcess, service_settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    """SIGKILL the worker mid-job; a new worker gets the job and finishes it."""
-    text = short_texts(1)[0]
-    job = client.enqueue_enhancement(text, settings=service_settings)
-    deadline = time.monotonic() + 60
-    while job.state != "STARTED":
-        assert time.monotonic() < deadline, "the job never started"
-        time.sleep(0.05)
-    worker.kill()
-    assert job.state == "STARTED"  # nobody finished it
-
-    # Short visibility timeout: the unacked job is handed out again at once.
-    replacement = start_worker(
-        service_settings,
-        tmp_path_factory.mktemp("workers"),
-        "worker2",
-        # a 5 s visibility timeout is shorter than any deadline: allowed here, with a warning
-        env={"STRUCTSUM_QUEUE__DEADLINE_CHECK": "warn"},
-        visibility_timeout_s=5,
-        metrics_port=None,
-    )
-    try:
-        result = job.result(JOB_TIMEOUT_S)
-        assert result.text.strip()
-        assert f"structsum.enhance[{job.id}] received" in replacement.log_text()
-    finally:
-        assert replacement.stop() == 0, replacement.log_tail()
