@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import tomllib
 from pathlib import Path
@@ -35,14 +36,15 @@ def test_full_variant_decodes_the_schema_as_written_minus_what_vllm_refuses(tmp_
         tmp_path, TEMPLATES_DIR, "meeting_minutes_v1", "full"
     )
     template = load_template(directory, "meeting_minutes_v1")
-    assert template.decoding.changes == ["dropped uniqueItems at $.properties.attendees"]
+    arrays = ("attendees", "decisions", "action_items", "open_questions")
+    assert template.decoding.changes == [f"dropped uniqueItems at $.properties.{a}" for a in arrays]
     directory = policy_variants.variant_templates_dir(
         tmp_path, TEMPLATES_DIR, "document_brief_v1", "full"
     )
-    assert (
-        load_template(directory, "document_brief_v1").decoding.schema
-        == load_template(TEMPLATES_DIR, "document_brief_v1").schema
-    )
+    written = copy.deepcopy(load_template(TEMPLATES_DIR, "document_brief_v1").schema)
+    for array in ("sections", "key_facts", "risks"):
+        del written["properties"][array]["uniqueItems"]  # no grammar can say it
+    assert load_template(directory, "document_brief_v1").decoding.schema == written
 
 
 def test_uncapped_variant_has_no_caps_in_the_grammar(tmp_path: Path) -> None:
