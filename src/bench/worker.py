@@ -19,7 +19,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
+import redis
+from celery import Celery
 from celery.utils.nodenames import host_format
+from kombu.exceptions import OperationalError
 from prometheus_client.parser import text_string_to_metric_families
 
 from structsum.config import Settings
@@ -46,6 +49,19 @@ def worker_env(settings: Settings, base: Mapping[str, str] | None = None) -> dic
     else:
         env.pop("STRUCTSUM_QUEUE__RESULT_BACKEND", None)
     return env
+
+
+def _answers(app: Celery, nodes: list[str] | None) -> bool:
+    """Whether the nodes answer a ping; False while Redis is unreachable.
+
+    A Redis restart (fault injection, the recovery tests) kills the client's pooled
+    connection; the next ping reconnects.
+    """
+    try:
+        return bool(app.control.ping(destination=nodes, timeout=PING_TIMEOUT_S))
+    except (redis.ConnectionError, OperationalError):
+        time.sleep(PING_TIMEOUT_S)
+        return False
 
 
 def worker_answers(settings: Settings, *, timeout_s: float = PING_TIMEOUT_S) -> bool:
@@ -119,7 +135,7 @@ class WorkerProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        worker = cls(process, log_path, hostname)
+        worker = cls(process, log_path, hostname, settings.queue.metrics_port)
         if wait:
             worker.wait_ready(settings, timeout_s)
         return worker
@@ -129,7 +145,7 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout_s
         # the node answers under its expanded name: "w0@%h" is "w0@<this host>" then
         nodes = [host_format(self.hostname)] if self.hostname else None
-        while not app.control.ping(destination=nodes, timeout=PING_TIMEOUT_S):
+        while not _answers(app, nodes):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 code = self.process.poll()
                 self.stop()

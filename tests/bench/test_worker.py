@@ -77,3 +77,28 @@ def test_readiness_pings_the_node_name_the_worker_expands(
     with WorkerProcess(process, tmp_path / "worker.log", hostname="w0@%h") as worker:
         worker.wait_ready(SETTINGS, timeout_s=5.0)
     assert asked == [[f"w0@{socket.gethostname()}"]]
+
+
+def test_readiness_rides_out_a_redis_restart(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A ping that fails because Redis is restarting is a 'not yet', not a crash."""
+    import redis
+
+    pings: list[int] = []
+
+    def ping(timeout: float, destination: list[str] | None = None) -> list[dict[str, str]]:
+        pings.append(1)
+        if len(pings) == 1:
+            raise redis.ConnectionError("Connection closed by server.")
+        return [{"w": "pong"}]
+
+    app = SimpleNamespace(control=SimpleNamespace(ping=ping))
+    monkeypatch.setattr(worker_module, "build_app", lambda settings: app)
+    monkeypatch.setattr(worker_module, "PING_TIMEOUT_S", 0.01)
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
+    )
+    with WorkerProcess(process, tmp_path / "worker.log") as worker:
+        worker.wait_ready(SETTINGS, timeout_s=5.0)
+    assert len(pings) == 2

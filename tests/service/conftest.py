@@ -10,24 +10,21 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from kombu.exceptions import OperationalError
 
 from structsum.bench.worker import WorkerProcess
+from structsum.bench.worker import worker_env as bench_worker_env
 from structsum.config import BudgetSettings, QueueSettings, Settings
+from structsum.errors import WorkerNotReady
 
 REDIS = "redis://127.0.0.1:6379"
 CLAIM_KEY = "structsum-test-claim"
 # An engine start takes 30-90 s on the 2-core box (longer on a cold compile cache).
 WORKER_START_TIMEOUT_S = 240.0
-WORKER_STOP_TIMEOUT_S = 60.0
 # Small enough that the oversize test sends a modest payload.
 TEST_MAX_INPUT_CHARS = 20_000
 
@@ -69,12 +66,11 @@ def service_settings(redis_db: int) -> Settings:
 
 
 def worker_env(settings: Settings, **queue_overrides: object) -> dict[str, str]:
+    """The worker's environment: the queue connection plus what the tests set."""
     queue = settings.queue.model_copy(update=queue_overrides)
-    env = dict(os.environ)
+    env = bench_worker_env(settings.model_copy(update={"queue": queue}))
     env.update(
         {
-            "STRUCTSUM_QUEUE__BROKER_URL": queue.broker_url,
-            "STRUCTSUM_QUEUE__KEY_PREFIX": queue.key_prefix,
             "STRUCTSUM_QUEUE__METRICS_PORT": str(queue.metrics_port or 0),
             "STRUCTSUM_QUEUE__STATS_INTERVAL_S": str(queue.stats_interval_s),
             "STRUCTSUM_QUEUE__VISIBILITY_TIMEOUT_S": str(queue.visibility_timeout_s),
@@ -96,38 +92,18 @@ def start_worker(
 
     ``env`` adds STRUCTSUM_... variables for settings ``worker_env`` does not pass.
     """
-    from structsum.client import client_app
-
-    hostname = f"{name}@structsum-test"
-    log_path = log_dir / f"{name}.log"
-    command = [
-        sys.executable, "-m", "structsum.commands.service", "worker",
-        "--hostname", hostname, "--loglevel", "INFO",
-    ]  # fmt: skip
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            env={**worker_env(settings, **queue_overrides), **(env or {})},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     queue = settings.queue.model_copy(update=queue_overrides)
-    worker = WorkerProcess(process, log_path, hostname, queue.metrics_port)
-    app = client_app(settings)
-    deadline = time.monotonic() + WORKER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"worker exited with {process.returncode}:\n{worker.log_tail()}")
-        try:
-            if app.control.ping(destination=[hostname], timeout=1.0):
-                return worker
-        except (redis.ConnectionError, OperationalError):
-            # The client's pooled connection died with a Redis restart (the recovery
-            # story restarts it); the next ping reconnects.
-            time.sleep(0.5)
-    worker.kill()
-    pytest.fail(f"worker not ready in {WORKER_START_TIMEOUT_S} s:\n{worker.log_tail()}")
+    try:
+        return WorkerProcess.start(
+            settings.model_copy(update={"queue": queue}),
+            log_path=log_dir / f"{name}.log",
+            hostname=f"{name}@structsum-test",
+            env={**worker_env(settings, **queue_overrides), **(env or {})},
+            timeout_s=WORKER_START_TIMEOUT_S,
+        )
+    except WorkerNotReady as exc:
+        log = Path(exc.details["log"]).read_text(errors="replace").splitlines()[-60:]
+        pytest.fail(f"{exc}:\n" + "\n".join(log))
 
 
 # Two templates a team brings (issue 16): older drafts, no policy.toml (the profile's
