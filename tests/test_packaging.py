@@ -102,9 +102,9 @@ def test_one_shot_summary_from_the_wheel(wheel_venv: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)  # stdout is the JSON document and nothing else
     assert summary["valid"] is True
-    shipped = Settings().templates_dir / "generic_summary_v1"
-    jsonschema.validate(summary["data"], json.loads((shipped / "schema.json").read_text()))
     settings = Settings()
+    shipped = settings.templates_dir / "generic_summary_v1"
+    jsonschema.validate(summary["data"], json.loads((shipped / "schema.json").read_text()))
     first = load_template(shipped.parent, "generic_summary_v1").for_profile(settings.profile)
     temperature = first.policy.retry.temperature_for(0)
     assert summary["attempts"][0]["temperature"] == temperature  # the profile's schedule
