@@ -66,9 +66,10 @@ CLAIM_TOKEN = "structsum_claim_token"
 
 app = build_app(get_settings())
 
-# Celery-level retries, for outages only (engine restart, Redis blip): a few
-# tries with exponential backoff and jitter, capped so a job is not parked for long.
-MAX_RETRIES = 3
+# Celery-level retries, for outages only (engine restart, Redis blip, deadline):
+# ``queue.job_retries`` tries with exponential backoff and jitter, capped so a job
+# is not parked for long.
+MAX_RETRIES = get_settings().queue.job_retries
 # EX_CONFIG: the worker refused to start (settings, pool, engine load, metrics port).
 STARTUP_FAILED_EXIT_CODE = 78
 RETRY_BACKOFF_S = 2

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -195,6 +198,17 @@ def test_retry_policy_covers_outages_only() -> None:
         assert not issubclass(cls, retried)
     assert tasks.summarize_task.autoretry_for == retried
     assert StructsumError in tasks.summarize_task.throws
+
+
+def test_the_number_of_retries_comes_from_the_settings() -> None:
+    """QUEUE__JOB_RETRIES reaches every task of a worker started with it (a fresh process:
+    the tasks read it when the worker imports them)."""
+    probe = "import structsum.tasks as t; print(sorted({t.enhance_task.max_retries, t.summarize_task.max_retries}))"  # noqa: E501
+    env = {**os.environ, "STRUCTSUM_QUEUE__JOB_RETRIES": "1"}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == "[1]"
+    assert tasks.enhance_task.max_retries == Settings().queue.job_retries
 
 
 def _all_subclasses(cls: type) -> list[type]:

@@ -376,6 +376,12 @@ class QueueSettings(BaseModel):
         ge=1,
         description="this many engine errors in a row stop the worker (circuit breaker)",
     )
+    job_retries: int = Field(
+        default=3,
+        ge=0,
+        description="Celery-level retries of a job after a retryable failure (engine "
+        "restart, Redis blip, JobTimeout), with exponential backoff and jitter",
+    )
     claim_ttl_s: float = Field(
         default=30.0,
         gt=0,
