@@ -93,17 +93,19 @@ def start_worker(
     ``env`` adds STRUCTSUM_... variables for settings ``worker_env`` does not pass.
     """
     queue = settings.queue.model_copy(update=queue_overrides)
+    settings = settings.model_copy(update={"queue": queue})
+    worker = WorkerProcess.start(
+        settings,
+        log_path=log_dir / f"{name}.log",
+        hostname=f"{name}@structsum-test",
+        env={**worker_env(settings), **(env or {})},
+        wait=False,
+    )
     try:
-        return WorkerProcess.start(
-            settings.model_copy(update={"queue": queue}),
-            log_path=log_dir / f"{name}.log",
-            hostname=f"{name}@structsum-test",
-            env={**worker_env(settings, **queue_overrides), **(env or {})},
-            timeout_s=WORKER_START_TIMEOUT_S,
-        )
+        worker.wait_ready(settings, WORKER_START_TIMEOUT_S)
     except WorkerNotReady as exc:
-        log = Path(exc.details["log"]).read_text(errors="replace").splitlines()[-60:]
-        pytest.fail(f"{exc}:\n" + "\n".join(log))
+        pytest.fail(f"{exc}:\n{worker.log_tail()}")
+    return worker
 
 
 # Two templates a team brings (issue 16): older drafts, no policy.toml (the profile's
