@@ -63,6 +63,7 @@ RECOVERY_ENV = {
     "STRUCTSUM_QUEUE__WARM_GRAMMARS": "false",
 }
 JOB_TIMEOUT_S = 400.0
+LOG_CATCH_UP_S = 10.0
 EXIT_TIMEOUT_S = 1 + GRACE_S + 30
 SUCCEEDED = re.compile(r"\[([0-9a-f-]{36})\] succeeded in")
 RECEIVED = re.compile(r"\[([0-9a-f-]{36})\] received")
@@ -226,6 +227,11 @@ def test_a_sigkilled_worker_with_16_in_flight_runs_every_job_exactly_once(
             outcome[task_id] = "SUCCESS"
         except PoisonSuspected:
             outcome[task_id] = "PoisonSuspected"
+    # Celery stores the outcome before it logs "succeeded": give the last line a moment.
+    succeeded = {k for k, v in outcome.items() if v == "SUCCESS"}
+    logged_by = time.monotonic() + LOG_CATCH_UP_S
+    while not succeeded <= set(story.successes()) and time.monotonic() < logged_by:
+        time.sleep(0.2)
     successes = story.successes()
     twice = {k: n for k, n in successes.items() if n > 1}
     assert not twice, story.trail(twice)
